@@ -1,0 +1,354 @@
+"""Core commands: devices, profile, space, table, measure, lut-sum."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from latbench import paths
+from latbench.backends.base import SENTINEL_SPEC
+from latbench.cli.common import console, emit, open_device, out, parse_cores, parse_settings, progress_bar
+from latbench.device import DeviceProfile, list_profiles, now_iso
+from latbench.errors import LatbenchError, TableError
+from latbench.measure.harness import TimingConfig
+from latbench.spaces import SPACES, get_space, load_archs, space_of
+from latbench.table import LatencyTable, build_table, default_table_path, import_published
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+space_app = typer.Typer(help="Search spaces: list them, sample archs.", no_args_is_help=True)
+table_app = typer.Typer(help="Latency lookup tables: build, show, export, import.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("devices")(devices)
+    app.command("profile")(profile)
+    app.add_typer(space_app, name="space")
+    app.add_typer(table_app, name="table")
+    app.command("measure")(measure)
+    app.command("lut-sum")(lut_sum)
+
+
+# ----------------------------------------------------------------------------- devices
+def devices(as_json: JsonOpt = False) -> None:
+    """List device profiles (shipped and profiled) and backends."""
+    from latbench.backends import backend_class, backend_names
+
+    profiles = [
+        {
+            "name": p.name,
+            "backend": p.backend,
+            "fingerprint": (p.fingerprint or {}).get("id"),
+            "path": str(p.path),
+            "description": p.description,
+        }
+        for p in list_profiles()
+    ]
+    backends = []
+    for name in backend_names():
+        try:
+            ok, reason = backend_class(name).available()
+        except LatbenchError as exc:
+            ok, reason = False, str(exc)
+        backends.append({"name": name, "available": ok, "reason": reason})
+
+    def human() -> None:
+        out.print("[bold]device profiles[/bold]")
+        for p in profiles:
+            out.print(f"  {p['name']:<20} {p['backend']:<12} {p['fingerprint'] or '(template)':<24} {p['path']}")
+        out.print("[bold]backends[/bold]")
+        for b in backends:
+            state = "ok" if b["available"] else f"unavailable: {b['reason']}"
+            out.print(f"  {b['name']:<20} {state}")
+
+    emit(as_json, {"profiles": profiles, "backends": backends}, human)
+
+
+def profile(
+    backend: Annotated[str, typer.Argument(help="Backend to profile: torch-cpu, ort-cpu, ort-mobile, torch-cuda, fake.")],
+    threads: Annotated[int | None, typer.Option(help="Intra-op threads.")] = None,
+    cores: Annotated[str | None, typer.Option(help="Pin to these cores, e.g. 0,1 or 0-3.")] = None,
+    name: Annotated[str | None, typer.Option(help="Profile name (file devices/<name>.toml).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Other backend setting, key=value (repeatable).")] = None,
+    out_path: Annotated[Path | None, typer.Option("--out", help="Write the TOML here instead.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fingerprint a device, time the drift sentinel, write devices/<name>.toml, print the id."""
+    from latbench.backends import get_backend
+
+    settings: dict[str, Any] = parse_settings(set_)
+    if threads is not None:
+        settings["threads"] = threads
+    if cores is not None:
+        settings["cores"] = parse_cores(cores)
+    be = get_backend(backend, **settings)
+    fp = be.fingerprint()
+    sentinel = be.measure(SENTINEL_SPEC, TimingConfig(warmup_s=0.2, min_run_time_s=1.0, min_runs=50))
+    prof = DeviceProfile(
+        name=name or backend,
+        backend=backend,
+        settings={k: v for k, v in be.settings.items() if v is not None},
+        fingerprint=fp.to_dict(),
+        sentinel_ms=sentinel.median,
+        description=f"{backend} on {fp.host.get('cpu_model', '?')}",
+        created=now_iso(),
+    )
+    path = prof.save(out_path)
+    result = {
+        "name": prof.name,
+        "id": fp.id,
+        "path": str(path),
+        "settings": prof.settings,
+        "sentinel_ms": round(sentinel.median, 5),
+        "sentinel_rel_iqr": round(sentinel.rel_iqr, 4),
+    }
+    emit(as_json, result, lambda: out.print(fp.id))
+    if not as_json:
+        console.print(f"wrote {path} (sentinel {sentinel.median:.4f} ms, IQR/median {sentinel.rel_iqr:.3f})")
+
+
+# ----------------------------------------------------------------------------- spaces
+@space_app.command("list")
+def space_list(as_json: JsonOpt = False) -> None:
+    """List the search spaces with their size."""
+    rows = []
+    for name in SPACES:
+        s = get_space(name)
+        rows.append({"name": name, "params": s.params, "decisions": len(s.decisions), "unique_ops": len(s.vocabulary)})
+
+    def human() -> None:
+        for r in rows:
+            out.print(f"{r['name']:<18} {get_space(r['name']).describe():<48} params {r['params']}")
+
+    emit(as_json, rows, human)
+
+
+@space_app.command("sample")
+def space_sample(
+    space: Annotated[str, typer.Argument(help="Space name.")],
+    n: Annotated[int, typer.Option("--n", help="How many archs.")] = 10,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    resolution: Annotated[int | None, typer.Option(help="Input resolution.")] = None,
+    width: Annotated[float | None, typer.Option(help="Width multiplier.")] = None,
+    out_path: Annotated[Path | None, typer.Option("--out", help="Write archs as JSONL here.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Sample random archs of a space (uniform over each decision)."""
+    s = get_space(space, resolution=resolution, width=width)
+    rng = np.random.default_rng(seed)
+    archs = [s.from_indices(i) for i in s.sample_indices(rng, n)]
+    text = "".join(json.dumps(a) + "\n" for a in archs)
+    if out_path:
+        paths.atomic_write_text(out_path, text)
+        console.print(f"wrote {n} archs to {out_path}")
+    if as_json:
+        emit(True, archs)
+    elif not out_path:
+        out.print(text, end="")
+
+
+# ----------------------------------------------------------------------------- tables
+@table_app.command("build")
+def table_build(
+    device: Annotated[list[str], typer.Option(help="Device profile or backend name (repeat for several with --cluster).")],
+    space: Annotated[str, typer.Option(help="Search space whose ops to measure.")] = "proxyless-mobile",
+    resolution: Annotated[int | None, typer.Option(help="Input resolution of the space.")] = None,
+    width: Annotated[float | None, typer.Option(help="Width multiplier of the space.")] = None,
+    out_path: Annotated[Path | None, typer.Option("--out", help="Table file (default tables/<device>/<space>.json).")] = None,
+    resume: Annotated[bool, typer.Option(help="Measure only rows missing from an existing table.")] = False,
+    sample: Annotated[int | None, typer.Option(help="Instead of the space, measure N op configs sampled across shapes.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for --sample.")] = 0,
+    adaptive: Annotated[bool, typer.Option(help="With --sample: adaptive sampling where a model errs most.")] = False,
+    drift: Annotated[str | None, typer.Option(help="Drift handling: sentinel, interleave or none.")] = None,
+    min_time: Annotated[float | None, typer.Option(help="Seconds of timed calls per op.")] = None,
+    cluster: Annotated[str | None, typer.Option(help="Ray cluster address (or 'auto') to shard the build over.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Microbenchmark every op of a space on a device into a lookup table (resumable)."""
+    if cluster is not None:
+        from latbench.farm.build import cluster_table_build
+
+        cluster_table_build(
+            cluster, device, space=space, resolution=resolution, width=width, out=out_path, resume=resume, as_json=as_json
+        )
+        return
+    if len(device) != 1:
+        raise LatbenchError("several --device values need --cluster (a local build times one device)")
+    prof, backend = open_device(device[0])
+    config = backend.timing
+    if drift:
+        config = config.with_(drift=drift)
+    if min_time:
+        config = config.with_(min_run_time_s=min_time)
+    if sample is not None:
+        from latbench.predict.sampling import sample_ops
+
+        ops = sample_ops(sample, seed=seed)
+        space_name, space_params = f"sampled-{sample}-seed{seed}", None
+        if adaptive:
+            raise LatbenchError("--adaptive is run through `latbench predictor train --adaptive` (it needs a model)")
+    else:
+        s = get_space(space, resolution=resolution, width=width)
+        ops = s.vocabulary
+        space_name, space_params = s.name, s.params
+    path = out_path or default_table_path(prof.name, space_name, resolution)
+    with progress_bar(f"table {prof.name}/{space_name}", total=len(ops), enabled=not as_json) as update:
+        table, measured = build_table(
+            backend,
+            ops,
+            path,
+            device={"name": prof.name, "backend": prof.backend, "settings": backend.settings},
+            space=space_name,
+            space_params=space_params,
+            resume=resume,
+            config=config,
+            sentinel_ref_ms=prof.sentinel_ms,
+            progress=lambda done, total: update(done, total),
+        )
+    result = {**table.summary(), "measured_now": len(measured), "already_there": len(table) - len(measured)}
+    emit(
+        as_json,
+        result,
+        lambda: out.print(
+            f"{path}: {len(table)} rows ({len(measured)} measured now, {result['noisy_rows']} noisy), "
+            f"device {table.fingerprint_id}"
+        ),
+    )
+
+
+@table_app.command("show")
+def table_show(
+    table: Annotated[str, typer.Argument(help="Table path or <device>/<space> name.")],
+    rows: Annotated[bool, typer.Option(help="List every row.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Summary (and rows) of a table."""
+    t = LatencyTable.load(table)
+    data = t.summary()
+    if rows:
+        data["rows_detail"] = {k: {f: r.get(f) for f in ("median_ms", "iqr_ms", "p90_ms", "n", "noisy")} for k, r in t.rows.items()}
+
+    def human() -> None:
+        for k, v in t.summary().items():
+            if k != "source":
+                out.print(f"{k:<12} {v}")
+        if t.source:
+            out.print(f"{'source':<12} {t.source.get('origin')} ({t.source.get('description')})")
+        if rows:
+            for k, r in sorted(t.rows.items(), key=lambda kv: kv[1]["median_ms"]):
+                flag = " NOISY" if r.get("noisy") else ""
+                out.print(f"  {r['median_ms']:10.4f} ms  IQR {r['iqr_ms']:.4f}  p90 {r['p90_ms']:.4f}  n={r['n']:<5} {k}{flag}")
+
+    emit(as_json, data, human)
+
+
+@table_app.command("export")
+def table_export(
+    table: Annotated[str, typer.Argument(help="Table path or name.")],
+    csv_path: Annotated[Path, typer.Option("--csv", help="CSV file to write.")],
+) -> None:
+    """Export a table as CSV (one row per op)."""
+    t = LatencyTable.load(table)
+    paths.atomic_write_text(csv_path, t.to_csv())
+    console.print(f"wrote {len(t)} rows to {csv_path}")
+
+
+@table_app.command("import")
+def table_import(
+    yaml_path: Annotated[Path, typer.Argument(help="Published YAML LUT (ProxylessNAS or Once-for-All).")],
+    fmt: Annotated[str, typer.Option("--format", help="proxyless or ofa.")],
+    out_path: Annotated[Path | None, typer.Option("--out", help="Table file to write.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Turn a published phone LUT into a latbench table."""
+    t = import_published(yaml_path, fmt)
+    target = out_path or paths.write_dir("tables") / t.device["name"] / f"{t.space}.json"
+    if target.exists():
+        raise TableError(f"{target} exists; choose another --out (nothing was overwritten)")
+    t.save(target)
+    emit(as_json, t.summary(), lambda: out.print(f"{target}: {len(t)} rows from {yaml_path.name} ({t.source['description']})"))
+
+
+# ----------------------------------------------------------------------------- end to end
+def network_timing(backend: Any, drift: str | None, min_time: float | None) -> TimingConfig:
+    """Timing for whole networks: longer per item than ops, same drift handling."""
+    cfg = backend.timing.with_(min_run_time_s=0.6, rounds=8, min_runs=16, warmup_s=0.1)
+    if drift:
+        cfg = cfg.with_(drift=drift)
+    if min_time:
+        cfg = cfg.with_(min_run_time_s=min_time)
+    return cfg
+
+
+def measure_archs(
+    backend: Any,
+    archs: list[dict[str, Any]],
+    config: TimingConfig,
+    sentinel_ref_ms: float | None,
+    progress: bool = True,
+) -> tuple[list[Any], dict[str, Any]]:
+    """Measure whole networks together (interleaved, drift-corrected); returns measurements in arch order."""
+    workloads = {f"arch{i:04d}": a for i, a in enumerate(archs)}
+    with progress_bar("measure", total=config.rounds, enabled=progress) as update:
+        res, info = backend.measure_many(
+            workloads, config, sentinel_ref_ms=sentinel_ref_ms, on_round=lambda r, n: update(r, n)
+        )
+    return [res[k] for k in workloads], info
+
+
+def measure(
+    device: Annotated[str, typer.Option(help="Device profile or backend name.")],
+    arch: Annotated[Path | None, typer.Option(help="Arch JSON or JSONL (one arch per line).")] = None,
+    onnx: Annotated[Path | None, typer.Option(help="An ONNX model file (ORT devices).")] = None,
+    space: Annotated[str | None, typer.Option(help="Space of archs that do not name one.")] = None,
+    drift: Annotated[str | None, typer.Option(help="Drift handling: sentinel, interleave or none.")] = None,
+    min_time: Annotated[float | None, typer.Option(help="Seconds of timed calls per network.")] = None,
+    out_path: Annotated[Path | None, typer.Option("--out", help="Write results (with raw samples) as JSON.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure whole networks end to end on a device (median, IQR, p90 in ms)."""
+    if (arch is None) == (onnx is None):
+        raise LatbenchError("give exactly one of --arch or --onnx")
+    prof, backend = open_device(device)
+    config = network_timing(backend, drift, min_time)
+    if onnx is not None:
+        from latbench.backends.base import require_supported
+
+        require_supported(backend, str(onnx))
+        res, info = backend.measure_many({str(onnx): str(onnx)}, config, sentinel_ref_ms=prof.sentinel_ms)
+        ms = [res[str(onnx)]]
+        labels: list[Any] = [str(onnx)]
+    else:
+        archs = load_archs(str(arch), space)
+        ms, info = measure_archs(backend, archs, config, prof.sentinel_ms, progress=not as_json)
+        labels = archs
+    rows = [{"arch": a, **m.summary()} for a, m in zip(labels, ms, strict=True)]
+    info = {k: v for k, v in info.items() if k != "remeasured"}
+    doc = {"device": prof.name, "fingerprint": backend.fingerprint().id, "timing": config.to_dict(), "info": info, "results": rows}
+    if out_path:
+        doc_full = {**doc, "results": [{"arch": a, **m.to_dict()} for a, m in zip(labels, ms, strict=True)]}
+        paths.atomic_write_json(out_path, doc_full)
+
+    def human() -> None:
+        for i, r in enumerate(rows):
+            flag = " NOISY" if r["noisy"] else ""
+            out.print(f"{i:3d}  median {r['median_ms']:9.3f} ms  IQR {r['iqr_ms']:.3f}  p90 {r['p90_ms']:.3f}  n={r['n']}{flag}")
+
+    emit(as_json, doc, human)
+
+
+def lut_sum(
+    table: Annotated[str, typer.Option(help="Table path or name.")],
+    arch: Annotated[Path, typer.Option(help="Arch JSON or JSONL.")],
+    space: Annotated[str | None, typer.Option(help="Space of archs that do not name one.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Sum a table's rows over the ops of each arch (milliseconds)."""
+    t = LatencyTable.load(table)
+    archs = load_archs(str(arch), space)
+    sums = [t.lut_sum(space_of(a).ops_of(a)) for a in archs]
+    emit(as_json, {"table": str(t.path), "lut_sum_ms": sums}, lambda: [out.print(f"{i:3d}  {s:9.3f} ms") for i, s in enumerate(sums)])

@@ -1,0 +1,249 @@
+"""Device fingerprints and device profiles.
+
+A :class:`DeviceFingerprint` says what a number was measured on: hardware,
+backend and the backend settings that change speed (threads, cores, precision).
+Its short ``id`` hashes exactly those; library versions are recorded beside it
+(a table from an older torch is still this device, but the difference is shown).
+
+A :class:`DeviceProfile` is a TOML file in ``devices/``: a name, a backend, its
+settings, and - once profiled on a machine - the fingerprint and the drift
+sentinel's reference time there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from latbench import paths
+from latbench.errors import LatbenchError, UnknownNameError
+
+
+@lru_cache(maxsize=1)
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that change latency numbers."""
+    from importlib import metadata
+
+    out = {"python": platform.python_version(), "latbench": _latbench_version()}
+    for dist in ("torch", "onnxruntime", "onnx", "numpy", "scikit-learn", "xgboost", "xgboost-cpu"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _latbench_version() -> str:
+    from latbench import __version__
+
+    return __version__
+
+
+def host_info() -> dict[str, Any]:
+    import psutil
+
+    freq = None
+    try:
+        f = psutil.cpu_freq()
+        freq = round(f.max or f.current) if f else None
+    except (OSError, AttributeError, NotImplementedError):
+        freq = None
+    try:
+        affinity = sorted(psutil.Process().cpu_affinity())
+    except (AttributeError, OSError):
+        affinity = list(range(os.cpu_count() or 1))
+    return {
+        "cpu_model": cpu_model(),
+        "arch": platform.machine(),
+        "cores_physical": psutil.cpu_count(logical=False) or os.cpu_count() or 1,
+        "cores_logical": psutil.cpu_count(logical=True) or 1,
+        "cpu_freq_mhz": freq,
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": f"{platform.system()} {platform.release()}",
+        "affinity_available": affinity,
+    }
+
+
+#: host fields that identify the hardware (others are recorded, not hashed)
+_ID_HOST_FIELDS = ("cpu_model", "arch", "cores_physical", "cores_logical", "memory_gb")
+
+
+@dataclass(frozen=True)
+class DeviceFingerprint:
+    """What a latency was measured on. ``id`` is a short stable hash of hardware + backend + settings."""
+
+    backend: str
+    settings: dict[str, Any]
+    host: dict[str, Any]
+    gpu: dict[str, Any] | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        ident = {
+            "backend": self.backend,
+            "settings": self.settings,
+            "host": {k: self.host.get(k) for k in _ID_HOST_FIELDS},
+            "gpu": {k: (self.gpu or {}).get(k) for k in ("name", "compute_capability")} if self.gpu else None,
+        }
+        digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
+        return f"{self.backend}-{digest[:10]}"
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "id": self.id,
+            "backend": self.backend,
+            "settings": self.settings,
+            "host": self.host,
+            "versions": self.versions,
+        }
+        if self.gpu:
+            d["gpu"] = self.gpu
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DeviceFingerprint:
+        try:
+            fp = cls(d["backend"], dict(d["settings"]), dict(d["host"]), d.get("gpu"), dict(d.get("versions", {})))
+        except (KeyError, TypeError) as exc:
+            raise LatbenchError(f"malformed device fingerprint (missing {exc})") from None
+        return fp
+
+    def version_differences(self, other: DeviceFingerprint) -> dict[str, tuple[str | None, str | None]]:
+        keys = set(self.versions) | set(other.versions)
+        return {
+            k: (self.versions.get(k), other.versions.get(k))
+            for k in sorted(keys)
+            if self.versions.get(k) != other.versions.get(k) and k != "latbench"
+        }
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class DeviceProfile:
+    """A named device: backend + settings (+ fingerprint and sentinel time once profiled)."""
+
+    name: str
+    backend: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    fingerprint: dict[str, Any] | None = None
+    sentinel_ms: float | None = None
+    description: str = ""
+    created: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    def make_backend(self) -> Any:
+        from latbench.backends import get_backend
+
+        return get_backend(self.backend, **self.settings)
+
+    def to_toml(self) -> str:
+        import tomli_w
+
+        doc: dict[str, Any] = {
+            "name": self.name,
+            "backend": self.backend,
+            "description": self.description,
+            "created": self.created or now_iso(),
+            "settings": {k: v for k, v in self.settings.items() if v is not None},
+        }
+        if self.sentinel_ms is not None:
+            doc["sentinel_ms"] = round(self.sentinel_ms, 6)
+        if self.fingerprint:
+            doc["fingerprint"] = _toml_safe(self.fingerprint)
+        for k, v in self.extra.items():
+            doc[k] = _toml_safe(v)
+        return tomli_w.dumps(doc)
+
+    def save(self, path: str | os.PathLike[str] | None = None) -> Path:
+        target = Path(path) if path else paths.write_dir("devices") / f"{self.name}.toml"
+        paths.atomic_write_text(target, self.to_toml())
+        self.path = target
+        return target
+
+    @classmethod
+    def from_toml(cls, text: str, path: Path | None = None) -> DeviceProfile:
+        try:
+            doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise LatbenchError(f"{path}: not a valid device profile TOML ({exc})") from None
+        for key in ("name", "backend"):
+            if key not in doc:
+                raise LatbenchError(f"{path}: device profile has no {key!r}")
+        known = {"name", "backend", "settings", "fingerprint", "sentinel_ms", "description", "created"}
+        return cls(
+            name=doc["name"],
+            backend=doc["backend"],
+            settings=dict(doc.get("settings", {})),
+            fingerprint=doc.get("fingerprint"),
+            sentinel_ms=doc.get("sentinel_ms"),
+            description=doc.get("description", ""),
+            created=doc.get("created", ""),
+            extra={k: v for k, v in doc.items() if k not in known},
+            path=path,
+        )
+
+
+def _toml_safe(value: Any) -> Any:
+    """TOML has no null: drop ``None`` values recursively."""
+    if isinstance(value, dict):
+        return {k: _toml_safe(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [_toml_safe(v) for v in value if v is not None]
+    return value
+
+
+def list_profiles() -> list[DeviceProfile]:
+    out = []
+    for f in paths.listing("devices", "*.toml"):
+        try:
+            out.append(DeviceProfile.from_toml(f.read_text(), f))
+        except LatbenchError:
+            continue
+    return out
+
+
+def load_profile(name_or_path: str) -> DeviceProfile:
+    """A device by profile name or TOML path; a bare backend name gives that backend's defaults."""
+    p = Path(name_or_path)
+    if p.suffix == ".toml":
+        found = paths.find("devices", p)
+        if found is None:
+            raise UnknownNameError(f"device profile not found: {name_or_path}")
+        return DeviceProfile.from_toml(found.read_text(), found)
+    found = paths.find("devices", f"{name_or_path}.toml")
+    if found is not None:
+        return DeviceProfile.from_toml(found.read_text(), found)
+    from latbench.backends import backend_names
+
+    if name_or_path in backend_names():
+        return DeviceProfile(name=name_or_path, backend=name_or_path)
+    known = sorted({pr.name for pr in list_profiles()} | set(backend_names()))
+    raise UnknownNameError(f"unknown device {name_or_path!r}; known: {', '.join(known)} (or run `latbench profile`)")
+
+
+def python_executable() -> str:
+    return sys.executable

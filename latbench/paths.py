@@ -1,0 +1,97 @@
+"""Where device profiles, tables and predictors live.
+
+Lookup order for a name: an explicit path, ``$LATBENCH_HOME/<kind>``, the repo
+checkout's ``<kind>/`` folder, the copy shipped inside an installed wheel
+(``latbench/_data/<kind>``), then the per-user data dir
+(``$XDG_DATA_HOME/latbench/<kind>``). New files are written to
+``$LATBENCH_HOME`` when it is set, else to the checkout, else to the user dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+KINDS = ("devices", "tables", "predictors")
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_DIR = PACKAGE_DIR.parent
+
+
+def _checkout() -> Path | None:
+    return REPO_DIR if (REPO_DIR / "pyproject.toml").exists() else None
+
+
+def user_dir(kind: str) -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "latbench" / kind
+
+
+def search_dirs(kind: str) -> list[Path]:
+    """Folders searched for ``kind`` data, first match wins."""
+    assert kind in KINDS, kind
+    dirs: list[Path] = []
+    home = os.environ.get("LATBENCH_HOME")
+    if home:
+        dirs.append(Path(home) / kind)
+    checkout = _checkout()
+    if checkout is not None:
+        dirs.append(checkout / kind)
+    dirs.append(PACKAGE_DIR / "_data" / kind)
+    dirs.append(user_dir(kind))
+    return dirs
+
+
+def write_dir(kind: str) -> Path:
+    """Where new ``kind`` data is written."""
+    home = os.environ.get("LATBENCH_HOME")
+    if home:
+        return Path(home) / kind
+    checkout = _checkout()
+    if checkout is not None:
+        return checkout / kind
+    return user_dir(kind)
+
+
+def find(kind: str, relative: str | os.PathLike[str]) -> Path | None:
+    """The first existing ``<dir>/<relative>`` over :func:`search_dirs`, or an existing explicit path."""
+    p = Path(relative)
+    if p.exists():
+        return p
+    for d in search_dirs(kind):
+        candidate = d / p
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def listing(kind: str, pattern: str) -> list[Path]:
+    """Every file matching ``pattern`` over the search dirs (first occurrence of a relative path wins)."""
+    seen: dict[str, Path] = {}
+    for d in search_dirs(kind):
+        if d.is_dir():
+            for f in sorted(d.glob(pattern)):
+                seen.setdefault(str(f.relative_to(d)), f)
+    return list(seen.values())
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` so that ``path`` is either the old or the new file, never a torn one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike[str], data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=False) + "\n")

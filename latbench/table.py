@@ -1,0 +1,477 @@
+"""`LatencyTable`: one row per op key, with the fingerprint that produced it.
+
+File format (JSON, ``schema: "latbench.table/1"``)::
+
+    {"schema": ..., "name": ..., "space": ..., "space_params": {...},
+     "device": {"name", "backend", "settings"}, "fingerprint": {..., "id"},
+     "timing": {...}, "source": {...}, "created": ..., "updated": ...,
+     "rows": {KEY: {"spec": {...}, "median_ms", "iqr_ms", "p90_ms", "mean_ms",
+                    "n", "rel_iqr", "noisy", "timestamp", "samples_ms"?, ...}}}
+
+Tables are saved atomically (write, fsync, rename) after every chunk of rows,
+so the file is valid JSON at every moment and an interrupted build resumes.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latbench import paths
+from latbench.device import DeviceFingerprint, now_iso
+from latbench.errors import LatbenchError, TableError
+from latbench.measure.harness import TimingConfig
+from latbench.measure.measurement import Measurement
+from latbench.ops import OpSpec
+
+SCHEMA = "latbench.table/1"
+ROW_FIELDS = ("median_ms", "iqr_ms", "p90_ms", "n")
+
+
+@dataclass
+class LatencyTable:
+    """Per-op latencies (milliseconds) measured on one device."""
+
+    fingerprint: dict[str, Any]
+    device: dict[str, Any] = field(default_factory=dict)
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    space: str | None = None
+    space_params: dict[str, Any] | None = None
+    timing: dict[str, Any] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)
+    name: str = ""
+    created: str = field(default_factory=now_iso)
+    updated: str = ""
+    path: Path | None = None
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def fingerprint_id(self) -> str:
+        return str(self.fingerprint.get("id", ""))
+
+    @property
+    def sentinel_ref_ms(self) -> float | None:
+        v = self.timing.get("sentinel_ref_ms")
+        return float(v) if v else None
+
+    def content_hash(self) -> str:
+        """Hash of the rows' keys and medians: identifies the data a predictor was trained on."""
+        h = hashlib.sha256()
+        for key in sorted(self.rows):
+            h.update(f"{key}={self.rows[key]['median_ms']:.6f};".encode())
+        return h.hexdigest()[:16]
+
+    # --------------------------------------------------------------------- rows
+    def __contains__(self, key: object) -> bool:
+        k = key.key if isinstance(key, OpSpec) else key
+        return k in self.rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def latency(self, op: OpSpec | str) -> float:
+        """Median latency of an op, milliseconds."""
+        key = op.key if isinstance(op, OpSpec) else op
+        try:
+            return float(self.rows[key]["median_ms"])
+        except KeyError:
+            raise TableError(f"op {key} is not in table {self.path or self.name}") from None
+
+    def specs(self) -> list[OpSpec]:
+        return [OpSpec.from_dict(r["spec"]) for r in self.rows.values()]
+
+    def missing(self, ops: Iterable[OpSpec]) -> list[OpSpec]:
+        seen: set[str] = set()
+        out = []
+        for op in ops:
+            if op.key not in self.rows and op.key not in seen and op.type != "zero":
+                seen.add(op.key)
+                out.append(op)
+        return out
+
+    def add(self, spec: OpSpec, m: Measurement | dict[str, Any], *, keep_samples: bool = True) -> None:
+        if isinstance(m, Measurement):
+            row = {"spec": spec.to_dict(), **m.summary(), "timestamp": now_iso()}
+            if keep_samples:
+                row["samples_ms"] = [round(x, 5) for x in m.samples_ms]
+                if m.raw_ms is not None:
+                    row["raw_ms"] = [round(x, 5) for x in m.raw_ms]
+        else:
+            row = {"spec": spec.to_dict(), **m}
+            row.setdefault("timestamp", now_iso())
+        self.rows[spec.key] = row
+
+    def lut_sum(self, ops: Iterable[OpSpec]) -> float:
+        """Sum of row medians over ``ops`` (``zero`` ops count 0); lists every missing op."""
+        ops = list(ops)
+        missing = self.missing(ops)
+        if missing:
+            names = ", ".join(o.key for o in missing[:4])
+            more = f" (+{len(missing) - 4} more)" if len(missing) > 4 else ""
+            raise TableError(f"table {self.path or self.name} lacks {len(missing)} op(s): {names}{more}")
+        return float(sum(self.rows[o.key]["median_ms"] for o in ops if o.type != "zero"))
+
+    def vector_for(self, vocabulary: list[OpSpec]) -> np.ndarray:
+        """Latencies of ``vocabulary`` in order, with a trailing 0 (index -1 = padding)."""
+        missing = self.missing(vocabulary)
+        if missing:
+            self.lut_sum(missing)  # raises the listing error
+        return np.array([self.rows[o.key]["median_ms"] for o in vocabulary] + [0.0], dtype=np.float64)
+
+    # --------------------------------------------------------------- merging
+    def check_same_device(self, fingerprint: dict[str, Any], what: str = "rows") -> None:
+        other = str(fingerprint.get("id", ""))
+        if other != self.fingerprint_id:
+            raise TableError(
+                f"refusing {what} from device {other} in table of device {self.fingerprint_id} "
+                f"({self.path or self.name}); merge on purpose with --force-merge"
+            )
+
+    def merge(self, other: LatencyTable, *, force: bool = False) -> list[str]:
+        """Add the rows of ``other`` that this table lacks; returns the keys added.
+
+        Refuses another device's rows unless ``force`` (they are then marked with their origin).
+        """
+        if not force:
+            self.check_same_device(other.fingerprint, "merge")
+        added = []
+        for key, row in other.rows.items():
+            if key not in self.rows:
+                r = dict(row)
+                if other.fingerprint_id != self.fingerprint_id:
+                    r["merged_from"] = other.fingerprint_id
+                self.rows[key] = r
+                added.append(key)
+        return added
+
+    # -------------------------------------------------------------------- I/O
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "name": self.name,
+            "space": self.space,
+            "space_params": self.space_params,
+            "device": self.device,
+            "fingerprint": self.fingerprint,
+            "timing": self.timing,
+            "source": self.source,
+            "created": self.created,
+            "updated": self.updated or self.created,
+            "rows": dict(sorted(self.rows.items())),
+        }
+
+    def save(self, path: str | Path | None = None) -> Path:
+        target = Path(path) if path else self.path
+        if target is None:
+            raise TableError("table has no path to save to")
+        self.updated = now_iso()
+        paths.atomic_write_json(target, self.to_dict())
+        self.path = target
+        return target
+
+    @classmethod
+    def from_dict(cls, d: Any, path: Path | None = None) -> LatencyTable:
+        where = path or "table"
+        if not isinstance(d, dict) or "schema" not in d:
+            raise TableError(f"{where}: not a latbench table (no schema field)")
+        if d["schema"] != SCHEMA:
+            raise TableError(f"{where}: table schema {d['schema']!r} is not supported (this latbench reads {SCHEMA})")
+        for k in ("fingerprint", "rows"):
+            if not isinstance(d.get(k), dict):
+                raise TableError(f"{where}: table has no {k!r} object")
+        if "id" not in d["fingerprint"]:
+            raise TableError(f"{where}: table fingerprint has no id")
+        for key, row in d["rows"].items():
+            bad = [f for f in ROW_FIELDS if f not in row] + ([] if "spec" in row else ["spec"])
+            if bad:
+                raise TableError(f"{where}: row {key} lacks {', '.join(bad)}")
+            med = row["median_ms"]
+            if not isinstance(med, (int, float)) or not math.isfinite(med) or med < 0:
+                raise TableError(f"{where}: row {key} has an invalid median {med!r}")
+        return cls(
+            fingerprint=d["fingerprint"],
+            device=d.get("device", {}),
+            rows=d["rows"],
+            space=d.get("space"),
+            space_params=d.get("space_params"),
+            timing=d.get("timing", {}),
+            source=d.get("source", {}),
+            name=d.get("name", ""),
+            created=d.get("created", ""),
+            updated=d.get("updated", ""),
+            path=path,
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> LatencyTable:
+        """Load a table by path or by ``<device>/<space>`` name under the ``tables/`` search dirs."""
+        p = Path(path)
+        found = paths.find("tables", p) or paths.find("tables", p.with_suffix(".json"))
+        if found is None:
+            raise TableError(f"table not found: {path}")
+        try:
+            data = json.loads(found.read_text())
+        except json.JSONDecodeError as exc:
+            raise TableError(f"{found}: corrupt table file (invalid JSON at line {exc.lineno})") from None
+        except UnicodeDecodeError:
+            raise TableError(f"{found}: corrupt table file (not text)") from None
+        return cls.from_dict(data, found)
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        spec_fields = list(OpSpec.__dataclass_fields__)
+        stats = ["median_ms", "iqr_ms", "p90_ms", "mean_ms", "n", "rel_iqr", "noisy", "timestamp"]
+        w = csv.writer(buf)
+        w.writerow(["key", *spec_fields, *stats])
+        for key in sorted(self.rows):
+            row = self.rows[key]
+            w.writerow([key, *[row["spec"].get(f) for f in spec_fields], *[row.get(s, "") for s in stats]])
+        return buf.getvalue()
+
+    def summary(self) -> dict[str, Any]:
+        meds = [r["median_ms"] for r in self.rows.values()]
+        return {
+            "path": str(self.path) if self.path else None,
+            "name": self.name,
+            "device": self.device.get("name"),
+            "fingerprint": self.fingerprint_id,
+            "space": self.space,
+            "rows": len(self.rows),
+            "noisy_rows": sum(bool(r.get("noisy")) for r in self.rows.values()),
+            "total_ms": round(float(sum(meds)), 4) if meds else 0.0,
+            "min_ms": round(float(min(meds)), 4) if meds else None,
+            "max_ms": round(float(max(meds)), 4) if meds else None,
+            "source": self.source or None,
+        }
+
+
+# ------------------------------------------------------------------------- building
+def default_table_path(device_name: str, space_name: str, resolution: int | None = None) -> Path:
+    suffix = f"-{resolution}" if resolution else ""
+    return paths.write_dir("tables") / device_name / f"{space_name}{suffix}.json"
+
+
+def build_table(
+    backend: Any,
+    ops: list[OpSpec],
+    path: str | Path,
+    *,
+    device: dict[str, Any] | None = None,
+    space: str | None = None,
+    space_params: dict[str, Any] | None = None,
+    resume: bool = False,
+    config: TimingConfig | None = None,
+    sentinel_ref_ms: float | None = None,
+    chunk_size: int = 10,
+    progress: Callable[[int, int], None] | None = None,
+    measure_chunk: Callable[[dict[str, OpSpec], TimingConfig, float | None], tuple[dict[str, Measurement], dict[str, Any]]]
+    | None = None,
+) -> tuple[LatencyTable, list[str]]:
+    """Measure every op of ``ops`` missing from the table at ``path``; returns (table, keys measured now).
+
+    Rows are timed in interleaved chunks (drift handling) and the table is saved
+    atomically after each chunk. An existing file is only extended with
+    ``resume=True``, and only when it was made on the same device.
+    ``measure_chunk`` replaces local timing (the Ray farm uses it).
+    """
+    path = Path(path)
+    config = config or backend.timing
+    fp = backend.fingerprint().to_dict()
+    unsupported = [o for o in ops if o.type != "zero" and not backend.supports(o)]
+    if unsupported:
+        why = backend.why_unsupported(unsupported[0])
+        raise LatbenchError(f"backend {backend.name!r} cannot run {len(unsupported)} op(s), e.g. {unsupported[0].key}: {why}")
+    if path.exists():
+        if not resume:
+            raise TableError(f"{path} exists; pass --resume to measure only its missing rows, or choose another --out")
+        table = LatencyTable.load(path)
+        table.check_same_device(fp, "new rows")
+        if sentinel_ref_ms is None:
+            sentinel_ref_ms = table.sentinel_ref_ms
+    else:
+        table = LatencyTable(
+            fingerprint=fp,
+            device=device or {"name": backend.name, "backend": backend.name, "settings": backend.settings},
+            space=space,
+            space_params=space_params,
+            timing=config.to_dict(),
+            name=f"{(device or {}).get('name', backend.name)}/{space or 'ops'}",
+        )
+    todo = table.missing(ops)
+    done_before = len([o for o in {o.key: o for o in ops if o.type != "zero"}.values() if o.key in table.rows])
+    total = done_before + len(todo)
+    measured: list[str] = []
+    if progress:
+        progress(done_before, total)
+    if not todo:
+        if not path.exists():
+            table.save(path)
+        return table, measured
+
+    def local(chunk: dict[str, OpSpec], cfg: TimingConfig, ref: float | None) -> tuple[dict[str, Measurement], dict[str, Any]]:
+        return backend.measure_many(dict(chunk), cfg, sentinel_ref_ms=ref)
+
+    run_chunk = measure_chunk or local
+    for start in range(0, len(todo), chunk_size):
+        chunk = {o.key: o for o in todo[start : start + chunk_size]}
+        results, info = run_chunk(chunk, config.with_(seed=config.seed + start), sentinel_ref_ms)
+        if sentinel_ref_ms is None and info.get("sentinel_ref_ms"):
+            sentinel_ref_ms = float(info["sentinel_ref_ms"])
+            table.timing["sentinel_ref_ms"] = sentinel_ref_ms
+        for key, m in results.items():
+            table.add(chunk[key], m)
+            measured.append(key)
+        table.save(path)
+        if progress:
+            progress(done_before + len(measured), total)
+    return table, measured
+
+
+# ------------------------------------------------------------------ published YAML LUTs
+_YAML_KEY = re.compile(
+    r"^(?P<kind>[A-Za-z0-9_]+)-input:(?P<hi>\d+)x(?P<wi>\d+)x(?P<ci>\d+)-output:(?:(?P<ho>\d+)x(?P<wo>\d+)x)?(?P<co>\d+)"
+    r"(?:-expand:(?P<e>\d+))?(?:-kernel:(?P<k>\d+))?(?:-stride:(?P<s>\d+))?(?:-idskip:(?P<skip>\d))?"
+    r"(?:-se:(?P<se>\d))?(?:-hs:(?P<hs>\d))?$"
+)
+
+PUBLISHED_SOURCES = {
+    "proxyless": {
+        "device": "pixel1",
+        "description": "Google Pixel 1, TFLite, 1 thread (ProxylessNAS mobile LUT)",
+        "paper": "Cai, Zhu, Han. ProxylessNAS: Direct Neural Architecture Search on Target Task and Hardware. ICLR 2019",
+        "origin": "han-cai/files@a7c9bcd525e17404968bc55aa43772bf7e51909e:proxylessnas/mobile_trim.yaml",
+        "space": "proxyless-mobile",
+        "space_params": {"resolution": 224, "width": 1.0, "num_classes": 1000},
+    },
+    "ofa": {
+        "device": "note10",
+        "description": "Samsung Note10 (Once-for-All MobileNetV3 w1.2 LUT at 224)",
+        "paper": "Cai, Gan, Wang, Zhang, Han. Once-for-All: Train One Network and Specialize it for Efficient Deployment. ICLR 2020",
+        "origin": "han-cai/files@a7c9bcd525e17404968bc55aa43772bf7e51909e:ofa/note10/224_lookup_table.yaml",
+        "space": "ofa-mbv3",
+        "space_params": {"resolution": 224, "width": 1.2, "num_classes": 1000},
+    },
+}
+
+
+def published_key_to_spec(key: str, fmt: str) -> OpSpec:
+    """Map one key of a published ProxylessNAS / OFA YAML LUT to the latbench op it times."""
+    m = _YAML_KEY.match(key)
+    if not m:
+        raise TableError(f"unrecognised {fmt} LUT key: {key!r}")
+    g = m.groupdict()
+    kind, hw, cin, cout = g["kind"], int(g["hi"]), int(g["ci"]), int(g["co"])
+    if fmt == "proxyless":
+        act_default = "relu6"
+        hs = False
+    else:
+        act_default = "hswish"
+        hs = g["hs"] == "1"
+    if kind == "Conv":
+        return OpSpec("conv", hw, cin, cout, kernel=3, stride=2, act=act_default)
+    if kind in ("Conv_1", "Conv_2"):
+        return OpSpec("conv", hw, cin, cout, kernel=1, act=act_default)
+    if kind == "AvgPool2D":
+        return OpSpec("gap", hw, cin, cout, act="none")
+    if kind == "Logits":
+        return OpSpec("classifier", hw, cin, cout, act="none")
+    if kind == "expanded_conv":
+        e = int(g["e"])
+        expand = e if fmt == "proxyless" else e / cin
+        act = "relu6" if fmt == "proxyless" else ("hswish" if hs else "relu")
+        spec = OpSpec(
+            "mbconv", hw, cin, cout, kernel=int(g["k"]), stride=int(g["s"]), expand=expand,
+            act=act, se=g["se"] == "1",
+        )
+        if fmt == "ofa" and spec.mid != e:
+            raise TableError(f"OFA key {key!r}: middle width {e} is not make_divisible({cin} * {expand:g})")
+        if int(g["skip"] or 0) != int(spec.residual):
+            raise TableError(f"{fmt} key {key!r}: idskip={g['skip']} disagrees with stride/channels")
+        return spec
+    raise TableError(f"unrecognised {fmt} LUT op kind {kind!r} in key {key!r}")
+
+
+def import_published(yaml_path: str | Path, fmt: str) -> LatencyTable:
+    """A :class:`LatencyTable` from a published ProxylessNAS (``proxyless``) or OFA (``ofa``) YAML LUT.
+
+    Only the mean (and the variance / std) is published: rows store it as the
+    median with ``n`` = the published sample count and ``imported: true``.
+    """
+    import yaml
+
+    if fmt not in PUBLISHED_SOURCES:
+        raise TableError(f"unknown LUT format {fmt!r}; known: {', '.join(PUBLISHED_SOURCES)}")
+    p = Path(yaml_path)
+    if not p.exists():
+        raise TableError(f"LUT file not found: {p}")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise TableError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict) or not raw:
+        raise TableError(f"{p}: expected a mapping of LUT keys")
+    src = PUBLISHED_SOURCES[fmt]
+    fingerprint = {
+        "id": f"published-{src['device']}-{fmt}",
+        "backend": "published",
+        "settings": {"format": fmt},
+        "host": {"device": src["description"]},
+        "versions": {},
+    }
+    table = LatencyTable(
+        fingerprint=fingerprint,
+        device={"name": src["device"], "backend": "published", "settings": {}},
+        space=src["space"],
+        space_params=src["space_params"],
+        source={
+            "format": fmt,
+            "file": p.name,
+            "sha256": hashlib.sha256(p.read_bytes()).hexdigest(),
+            "origin": src["origin"],
+            "paper": src["paper"],
+            "description": src["description"],
+            "note": "published means stored as median_ms; iqr/p90 are not published (0 / mean)",
+        },
+        name=f"{src['device']}/{src['space']}",
+    )
+    for key, stats in raw.items():
+        if not isinstance(stats, dict) or "mean" not in stats:
+            raise TableError(f"{p}: entry {key!r} has no mean")
+        spec = published_key_to_spec(str(key), fmt)
+        mean = float(stats["mean"])
+        std = float(stats["std"]) if "std" in stats else math.sqrt(float(stats.get("var", 0.0)))
+        table.add(
+            spec,
+            {
+                "median_ms": mean,
+                "iqr_ms": round(1.349 * std, 6),
+                "p90_ms": round(mean + 1.2816 * std, 6),
+                "mean_ms": mean,
+                "std_ms": round(std, 6),
+                "n": int(stats.get("count", 0)),
+                "noisy": False,
+                "imported": True,
+                "published_key": str(key),
+                "timestamp": table.created,
+            },
+        )
+    if len(table.rows) != len(raw):
+        raise TableError(f"{p}: {len(raw)} keys mapped to only {len(table.rows)} distinct ops")
+    return table
+
+
+def fingerprint_of(table: LatencyTable) -> DeviceFingerprint | None:
+    try:
+        return DeviceFingerprint.from_dict(table.fingerprint)
+    except LatbenchError:
+        return None
