@@ -85,6 +85,4 @@ def load_splits(
     rest, test = train_test_split(idx, test_size=test_frac, random_state=seed, stratify=y)
     train, valid = train_test_split(rest, test_size=valid_frac / (1 - test_frac), random_state=seed, stratify=y[rest])
     yt = torch.from_numpy(y)
-    return Splits(
-        xt[train], yt[train], xt[valid], yt[valid], xt[test], yt[test], int(len(classes)), name
-    )
+    return Splits(xt[train], yt[train], xt[valid], yt[valid], xt[test], yt[test], len(classes), name)

@@ -64,10 +64,15 @@ def step_table(prof: DeviceProfile, backend: Any, space: Any) -> LatencyTable:
     t0 = time.perf_counter()
     with progress_bar("2. table", total=len(space.vocabulary)) as update:
         table, measured = build_table(
-            backend, space.vocabulary, path,
+            backend,
+            space.vocabulary,
+            path,
             device={"name": prof.name, "backend": prof.backend, "settings": backend.settings},
-            space=space.name, space_params=space.params, resume=True,
-            sentinel_ref_ms=prof.sentinel_ms, progress=lambda d, t: update(d, t),
+            space=space.name,
+            space_params=space.params,
+            resume=True,
+            sentinel_ref_ms=prof.sentinel_ms,
+            progress=lambda d, t: update(d, t),
         )
     out.print(
         f"[bold]2. table[/bold]    {path}: {len(table)} ops, {len(measured)} measured now in "
@@ -90,9 +95,16 @@ def step_lut_vs_measured(ctx: DemoContext, n: int = 10) -> None:
         out.print(f"  {i:2d}  {p:8.2f}  {m:9.2f}  {100 * (p - m) / m:+6.1f}%")
     err = np.abs(np.array(lut) - np.array(meas)) / np.array(meas)
     rho = spearmanr(lut, meas).statistic
-    out.print(f"  MAPE {100 * err.mean():.1f}%, Spearman {rho:.3f} (the LUT sum misses the glue between ops;"
-              " `latbench predictor train --calib-archs` fits it)")
-    ctx.results["lut_vs_measured"] = {"lut_ms": lut, "measured_ms": meas, "mape": float(err.mean()), "spearman": float(rho)}
+    out.print(
+        f"  MAPE {100 * err.mean():.1f}%, Spearman {rho:.3f} (the LUT sum misses the glue between ops;"
+        " `latbench predictor train --calib-archs` fits it)"
+    )
+    ctx.results["lut_vs_measured"] = {
+        "lut_ms": lut,
+        "measured_ms": meas,
+        "mape": float(err.mean()),
+        "spearman": float(rho),
+    }
 
 
 #: later steps: callables taking the context (search engines add theirs)

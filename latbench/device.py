@@ -17,12 +17,13 @@ import json
 import os
 import platform
 import sys
-import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from latbench import paths
 from latbench.errors import LatbenchError, UnknownNameError

@@ -134,7 +134,7 @@ class LatencyTable:
         if other != self.fingerprint_id:
             raise TableError(
                 f"refusing {what} from device {other} in table of device {self.fingerprint_id} "
-                f"({self.path or self.name}); merge on purpose with --force-merge"
+                f"({self.path or self.name}); merge on purpose with `latbench table merge --force`"
             )
 
     def merge(self, other: LatencyTable, *, force: bool = False) -> list[str]:
@@ -274,7 +274,9 @@ def build_table(
     sentinel_ref_ms: float | None = None,
     chunk_size: int = 10,
     progress: Callable[[int, int], None] | None = None,
-    measure_chunk: Callable[[dict[str, OpSpec], TimingConfig, float | None], tuple[dict[str, Measurement], dict[str, Any]]]
+    measure_chunk: Callable[
+        [dict[str, OpSpec], TimingConfig, float | None], tuple[dict[str, Measurement], dict[str, Any]]
+    ]
     | None = None,
 ) -> tuple[LatencyTable, list[str]]:
     """Measure every op of ``ops`` missing from the table at ``path``; returns (table, keys measured now).
@@ -290,7 +292,9 @@ def build_table(
     unsupported = [o for o in ops if o.type != "zero" and not backend.supports(o)]
     if unsupported:
         why = backend.why_unsupported(unsupported[0])
-        raise LatbenchError(f"backend {backend.name!r} cannot run {len(unsupported)} op(s), e.g. {unsupported[0].key}: {why}")
+        raise LatbenchError(
+            f"backend {backend.name!r} cannot run {len(unsupported)} op(s), e.g. {unsupported[0].key}: {why}"
+        )
     if path.exists():
         if not resume:
             raise TableError(f"{path} exists; pass --resume to measure only its missing rows, or choose another --out")
@@ -318,7 +322,9 @@ def build_table(
             table.save(path)
         return table, measured
 
-    def local(chunk: dict[str, OpSpec], cfg: TimingConfig, ref: float | None) -> tuple[dict[str, Measurement], dict[str, Any]]:
+    def local(
+        chunk: dict[str, OpSpec], cfg: TimingConfig, ref: float | None
+    ) -> tuple[dict[str, Measurement], dict[str, Any]]:
         return backend.measure_many(dict(chunk), cfg, sentinel_ref_ms=ref)
 
     run_chunk = measure_chunk or local
@@ -348,7 +354,8 @@ PUBLISHED_SOURCES = {
     "proxyless": {
         "device": "pixel1",
         "description": "Google Pixel 1, TFLite, 1 thread (ProxylessNAS mobile LUT)",
-        "paper": "Cai, Zhu, Han. ProxylessNAS: Direct Neural Architecture Search on Target Task and Hardware. ICLR 2019",
+        "paper": "Cai, Zhu, Han. ProxylessNAS: Direct Neural Architecture Search on Target Task and Hardware. "
+        "ICLR 2019",
         "origin": "han-cai/files@a7c9bcd525e17404968bc55aa43772bf7e51909e:proxylessnas/mobile_trim.yaml",
         "space": "proxyless-mobile",
         "space_params": {"resolution": 224, "width": 1.0, "num_classes": 1000},
@@ -356,7 +363,8 @@ PUBLISHED_SOURCES = {
     "ofa": {
         "device": "note10",
         "description": "Samsung Note10 (Once-for-All MobileNetV3 w1.2 LUT at 224)",
-        "paper": "Cai, Gan, Wang, Zhang, Han. Once-for-All: Train One Network and Specialize it for Efficient Deployment. ICLR 2020",
+        "paper": "Cai, Gan, Wang, Zhang, Han. Once-for-All: Train One Network and Specialize it for Efficient "
+        "Deployment. ICLR 2020",
         "origin": "han-cai/files@a7c9bcd525e17404968bc55aa43772bf7e51909e:ofa/note10/224_lookup_table.yaml",
         "space": "ofa-mbv3",
         "space_params": {"resolution": 224, "width": 1.2, "num_classes": 1000},
@@ -390,8 +398,15 @@ def published_key_to_spec(key: str, fmt: str) -> OpSpec:
         expand = e if fmt == "proxyless" else e / cin
         act = "relu6" if fmt == "proxyless" else ("hswish" if hs else "relu")
         spec = OpSpec(
-            "mbconv", hw, cin, cout, kernel=int(g["k"]), stride=int(g["s"]), expand=expand,
-            act=act, se=g["se"] == "1",
+            "mbconv",
+            hw,
+            cin,
+            cout,
+            kernel=int(g["k"]),
+            stride=int(g["s"]),
+            expand=expand,
+            act=act,
+            se=g["se"] == "1",
         )
         if fmt == "ofa" and spec.mid != e:
             raise TableError(f"OFA key {key!r}: middle width {e} is not make_divisible({cin} * {expand:g})")

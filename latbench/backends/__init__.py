@@ -14,7 +14,7 @@ from typing import Any
 from latbench.backends.base import SENTINEL_SPEC, Backend, Workload
 from latbench.errors import UnknownNameError
 
-__all__ = ["Backend", "Workload", "SENTINEL_SPEC", "get_backend", "backend_class", "backend_names", "register"]
+__all__ = ["SENTINEL_SPEC", "Backend", "Workload", "backend_class", "backend_names", "get_backend", "register"]
 
 #: name -> "module:Class" (imported on first use)
 _BUILTIN: dict[str, str] = {

@@ -64,7 +64,9 @@ class Backend(ABC):
         unknown = set(settings) - set(self.default_settings)
         if unknown:
             known = ", ".join(sorted(self.default_settings)) or "none"
-            raise BackendUnavailable(f"backend {self.name!r} has no setting(s) {', '.join(sorted(unknown))} (known: {known})")
+            raise BackendUnavailable(
+                f"backend {self.name!r} has no setting(s) {', '.join(sorted(unknown))} (known: {known})"
+            )
         self.settings: dict[str, Any] = {**self.default_settings, **settings}
         self.setup()
 

@@ -46,31 +46,31 @@ def _register() -> None:
 _register()
 
 
+INTERRUPTED = "latbench: interrupted; what was written is kept (re-run with --resume to go on)"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the console script."""
+    """Entry point of the console script; returns the exit code."""
+    import click
+
     try:
-        app(args=argv, standalone_mode=False)
+        rv = app(args=argv, standalone_mode=False)
     except LatbenchError as exc:
         print(f"latbench: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("latbench: interrupted; what was written is kept (re-run with --resume to go on)", file=sys.stderr)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        print(INTERRUPTED, file=sys.stderr)
         return 130
-    except SystemExit as exc:  # typer/click exits (usage errors are code 2 already)
-        return int(exc.code or 0)
-    except typer.Exit as exc:
+    except click.ClickException as exc:  # usage errors: click prints them, exit 2
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
         return int(exc.exit_code)
-    except Exception as exc:  # click usage errors raised in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
-            print("latbench: aborted", file=sys.stderr)
-            return 130
-        raise
-    return 0
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    if rv == 130:  # click turns Ctrl-C into exit code 130 when not standalone
+        print(INTERRUPTED, file=sys.stderr)
+    return rv if isinstance(rv, int) else 0
 
 
 if __name__ == "__main__":

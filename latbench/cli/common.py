@@ -29,11 +29,15 @@ def emit(as_json: bool, data: Any, human: Callable[[], None] | None = None) -> N
 
 @contextmanager
 def progress_bar(description: str, total: int | None = None, enabled: bool = True) -> Iterator[Callable[..., None]]:
-    """A rich progress bar on stderr; yields ``update(completed, total=None, **fields)``."""
+    """A rich progress bar on stderr; yields ``update(completed, total=None, status="")``.
+
+    The bar appears on the first update, so input checks that fail before any
+    work starts print their one error line alone.
+    """
     if not enabled:
         yield lambda *a, **k: None
         return
-    with Progress(
+    prog = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -42,13 +46,22 @@ def progress_bar(description: str, total: int | None = None, enabled: bool = Tru
         TimeRemainingColumn(),
         console=console,
         transient=False,
-    ) as prog:
-        task = prog.add_task(description, total=total, status="")
+    )
+    task = prog.add_task(description, total=total, status="")
+    started = False
 
-        def update(completed: int, total: int | None = None, status: str = "") -> None:
-            prog.update(task, completed=completed, total=total if total is not None else prog.tasks[0].total, status=status)
+    def update(completed: int, total: int | None = None, status: str = "") -> None:
+        nonlocal started
+        if not started:
+            prog.start()
+            started = True
+        prog.update(task, completed=completed, total=total if total is not None else prog.tasks[0].total, status=status)
 
+    try:
         yield update
+    finally:
+        if started:
+            prog.stop()
 
 
 def open_device(name: str) -> tuple[DeviceProfile, Any]:

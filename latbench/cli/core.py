@@ -69,11 +69,15 @@ def devices(as_json: JsonOpt = False) -> None:
 
 
 def profile(
-    backend: Annotated[str, typer.Argument(help="Backend to profile: torch-cpu, ort-cpu, ort-mobile, torch-cuda, fake.")],
+    backend: Annotated[
+        str, typer.Argument(help="Backend to profile: torch-cpu, ort-cpu, ort-mobile, torch-cuda, fake.")
+    ],
     threads: Annotated[int | None, typer.Option(help="Intra-op threads.")] = None,
     cores: Annotated[str | None, typer.Option(help="Pin to these cores, e.g. 0,1 or 0-3.")] = None,
     name: Annotated[str | None, typer.Option(help="Profile name (file devices/<name>.toml).")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Other backend setting, key=value (repeatable).")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Other backend setting, key=value (repeatable).")
+    ] = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="Write the TOML here instead.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -154,18 +158,26 @@ def space_sample(
 # ----------------------------------------------------------------------------- tables
 @table_app.command("build")
 def table_build(
-    device: Annotated[list[str], typer.Option(help="Device profile or backend name (repeat for several with --cluster).")],
+    device: Annotated[
+        list[str], typer.Option(help="Device profile or backend name (repeat for several with --cluster).")
+    ],
     space: Annotated[str, typer.Option(help="Search space whose ops to measure.")] = "proxyless-mobile",
     resolution: Annotated[int | None, typer.Option(help="Input resolution of the space.")] = None,
     width: Annotated[float | None, typer.Option(help="Width multiplier of the space.")] = None,
-    out_path: Annotated[Path | None, typer.Option("--out", help="Table file (default tables/<device>/<space>.json).")] = None,
+    out_path: Annotated[
+        Path | None, typer.Option("--out", help="Table file (default tables/<device>/<space>.json).")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Measure only rows missing from an existing table.")] = False,
-    sample: Annotated[int | None, typer.Option(help="Instead of the space, measure N op configs sampled across shapes.")] = None,
+    sample: Annotated[
+        int | None, typer.Option(help="Instead of the space, measure N op configs sampled across shapes.")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed for --sample.")] = 0,
     adaptive: Annotated[bool, typer.Option(help="With --sample: adaptive sampling where a model errs most.")] = False,
     drift: Annotated[str | None, typer.Option(help="Drift handling: sentinel, interleave or none.")] = None,
     min_time: Annotated[float | None, typer.Option(help="Seconds of timed calls per op.")] = None,
-    cluster: Annotated[str | None, typer.Option(help="Ray cluster address (or 'auto') to shard the build over.")] = None,
+    cluster: Annotated[
+        str | None, typer.Option(help="Ray cluster address (or 'auto') to shard the build over.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Microbenchmark every op of a space on a device into a lookup table (resumable)."""
@@ -173,7 +185,14 @@ def table_build(
         from latbench.farm.build import cluster_table_build
 
         cluster_table_build(
-            cluster, device, space=space, resolution=resolution, width=width, out=out_path, resume=resume, as_json=as_json
+            cluster,
+            device,
+            space=space,
+            resolution=resolution,
+            width=width,
+            out=out_path,
+            resume=resume,
+            as_json=as_json,
         )
         return
     if len(device) != 1:
@@ -230,7 +249,9 @@ def table_show(
     t = LatencyTable.load(table)
     data = t.summary()
     if rows:
-        data["rows_detail"] = {k: {f: r.get(f) for f in ("median_ms", "iqr_ms", "p90_ms", "n", "noisy")} for k, r in t.rows.items()}
+        data["rows_detail"] = {
+            k: {f: r.get(f) for f in ("median_ms", "iqr_ms", "p90_ms", "n", "noisy")} for k, r in t.rows.items()
+        }
 
     def human() -> None:
         for k, v in t.summary().items():
@@ -241,7 +262,10 @@ def table_show(
         if rows:
             for k, r in sorted(t.rows.items(), key=lambda kv: kv[1]["median_ms"]):
                 flag = " NOISY" if r.get("noisy") else ""
-                out.print(f"  {r['median_ms']:10.4f} ms  IQR {r['iqr_ms']:.4f}  p90 {r['p90_ms']:.4f}  n={r['n']:<5} {k}{flag}")
+                out.print(
+                    f"  {r['median_ms']:10.4f} ms  IQR {r['iqr_ms']:.4f}  p90 {r['p90_ms']:.4f}"
+                    f"  n={r['n']:<5} {k}{flag}"
+                )
 
     emit(as_json, data, human)
 
@@ -257,6 +281,28 @@ def table_export(
     console.print(f"wrote {len(t)} rows to {csv_path}")
 
 
+@table_app.command("merge")
+def table_merge(
+    target: Annotated[Path, typer.Argument(help="Table to add rows to (written in place).")],
+    sources: Annotated[list[Path], typer.Argument(help="Tables whose missing rows are added.")],
+    force: Annotated[
+        bool, typer.Option(help="Also take rows measured on another device (marked merged_from).")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add rows other tables have and TARGET lacks; other devices' rows only with --force."""
+    t = LatencyTable.load(target)
+    added: list[str] = []
+    for src in sources:
+        added += t.merge(LatencyTable.load(src), force=force)
+    t.save(t.path)
+    emit(
+        as_json,
+        {"added": len(added), "rows": len(t)},
+        lambda: out.print(f"{t.path}: added {len(added)} rows, {len(t)} in all"),
+    )
+
+
 @table_app.command("import")
 def table_import(
     yaml_path: Annotated[Path, typer.Argument(help="Published YAML LUT (ProxylessNAS or Once-for-All).")],
@@ -270,7 +316,11 @@ def table_import(
     if target.exists():
         raise TableError(f"{target} exists; choose another --out (nothing was overwritten)")
     t.save(target)
-    emit(as_json, t.summary(), lambda: out.print(f"{target}: {len(t)} rows from {yaml_path.name} ({t.source['description']})"))
+    emit(
+        as_json,
+        t.summary(),
+        lambda: out.print(f"{target}: {len(t)} rows from {yaml_path.name} ({t.source['description']})"),
+    )
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -328,7 +378,13 @@ def measure(
         labels = archs
     rows = [{"arch": a, **m.summary()} for a, m in zip(labels, ms, strict=True)]
     info = {k: v for k, v in info.items() if k != "remeasured"}
-    doc = {"device": prof.name, "fingerprint": backend.fingerprint().id, "timing": config.to_dict(), "info": info, "results": rows}
+    doc = {
+        "device": prof.name,
+        "fingerprint": backend.fingerprint().id,
+        "timing": config.to_dict(),
+        "info": info,
+        "results": rows,
+    }
     if out_path:
         doc_full = {**doc, "results": [{"arch": a, **m.to_dict()} for a, m in zip(labels, ms, strict=True)]}
         paths.atomic_write_json(out_path, doc_full)
@@ -336,7 +392,10 @@ def measure(
     def human() -> None:
         for i, r in enumerate(rows):
             flag = " NOISY" if r["noisy"] else ""
-            out.print(f"{i:3d}  median {r['median_ms']:9.3f} ms  IQR {r['iqr_ms']:.3f}  p90 {r['p90_ms']:.3f}  n={r['n']}{flag}")
+            out.print(
+                f"{i:3d}  median {r['median_ms']:9.3f} ms  IQR {r['iqr_ms']:.3f}  p90 {r['p90_ms']:.3f}"
+                f"  n={r['n']}{flag}"
+            )
 
     emit(as_json, doc, human)
 
@@ -351,4 +410,8 @@ def lut_sum(
     t = LatencyTable.load(table)
     archs = load_archs(str(arch), space)
     sums = [t.lut_sum(space_of(a).ops_of(a)) for a in archs]
-    emit(as_json, {"table": str(t.path), "lut_sum_ms": sums}, lambda: [out.print(f"{i:3d}  {s:9.3f} ms") for i, s in enumerate(sums)])
+    emit(
+        as_json,
+        {"table": str(t.path), "lut_sum_ms": sums},
+        lambda: [out.print(f"{i:3d}  {s:9.3f} ms") for i, s in enumerate(sums)],
+    )

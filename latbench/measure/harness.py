@@ -117,7 +117,7 @@ def measure_runner(runner: Runner, label: str, config: TimingConfig | None = Non
         chunk = _calls_per_round(est, config)
         t0 = time.perf_counter()
         while True:
-            samples += runner(chunk)
+            samples += runner(min(chunk, config.max_runs - len(samples)))
             elapsed = time.perf_counter() - t0
             if len(samples) >= config.max_runs:
                 break

@@ -95,7 +95,12 @@ def resolve_latency_source(
                 if t.fingerprint_id == backend.fingerprint().id and not t.missing(space.vocabulary):
                     model = TableLatency(t)
                     return LatencySource(
-                        model, model.compile(space), prof.name, backend, f"LUT {found} of device {prof.name}", prof.sentinel_ms
+                        model,
+                        model.compile(space),
+                        prof.name,
+                        backend,
+                        f"LUT {found} of device {prof.name}",
+                        prof.sentinel_ms,
                     )
         raise LatbenchError(
             f"device {prof.name!r} has no complete table for {space.name}; run "

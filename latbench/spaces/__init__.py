@@ -19,7 +19,7 @@ SPACES: dict[str, type[SearchSpace]] = {
     DartsCell.name: DartsCell,
 }
 
-__all__ = ["Arch", "Decision", "SearchSpace", "SPACES", "get_space", "space_of", "load_archs"]
+__all__ = ["SPACES", "Arch", "Decision", "SearchSpace", "get_space", "load_archs", "space_of"]
 
 
 def get_space(name: str, **params: Any) -> SearchSpace:

@@ -46,7 +46,9 @@ def darts_op(name: str, hw: int, c: int, stride: int) -> OpSpec:
 class DartsCell(SearchSpace):
     name = "darts"
 
-    def __init__(self, channels: int = 16, resolution: int = 32, reduction: bool = False, num_classes: int = 10) -> None:
+    def __init__(
+        self, channels: int = 16, resolution: int = 32, reduction: bool = False, num_classes: int = 10
+    ) -> None:
         if int(channels) < 2 or int(resolution) < 4:
             raise ArchError(f"darts needs channels >= 2 and resolution >= 4, got {channels}, {resolution}")
         super().__init__(

@@ -204,8 +204,15 @@ class OFAMobileNetV3(ChainSpace):
         if j > 0:
             hw, cin, stride = conv_out(hw, 3, stride), stages[stage], 1
         return OpSpec(
-            "mbconv", hw, cin, stages[stage], kernel=k, stride=stride, expand=e,
-            act=self.ACTS[stage], se=self.SE[stage],
+            "mbconv",
+            hw,
+            cin,
+            stages[stage],
+            kernel=k,
+            stride=stride,
+            expand=e,
+            act=self.ACTS[stage],
+            se=self.SE[stage],
         )
 
     def _resolution_of(self, idx: tuple[int, ...]) -> int:
@@ -240,7 +247,7 @@ class OFAMobileNetV3(ChainSpace):
         """fixed[res, n_fixed] and blocks[res, 20, 3 kernels, 3 expands] vocabulary ids."""
         vi = self.vocabulary_index
         rs = [self.params["resolution"]] if self.params["resolution"] else list(self.RESOLUTIONS)
-        fixed = np.array([[vi[o.key] for o in sum(self._fixed_ops(r), [])] for r in rs], dtype=np.int64)
+        fixed = np.array([[vi[o.key] for part in self._fixed_ops(r) for o in part] for r in rs], dtype=np.int64)
         blocks = np.zeros((len(rs), 20, 3, 3), dtype=np.int64)
         for ri, r in enumerate(rs):
             for b in range(20):
