@@ -1,0 +1,138 @@
+"""Accuracy of latency predictions, reported the way nn-Meter does.
+
+:func:`accuracy` gives RMSE (ms), MAPE, the share of predictions within 5% and
+10% of measured, and rank agreement (Spearman, Kendall). :func:`scatter_plot`
+draws predicted vs measured (PNG). :func:`evaluate_archs` measures archs for
+real on a backend (optionally twice, for the harness's own test-retest
+agreement) and scores any number of predictors on the same measurements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latbench.errors import LatbenchError
+
+
+def accuracy(predicted: Sequence[float] | np.ndarray, measured: Sequence[float] | np.ndarray) -> dict[str, float]:
+    """RMSE (ms), MAPE, RMSPE, within 5% / 10%, max error, Spearman and Kendall of ``predicted`` vs ``measured``."""
+    from scipy.stats import kendalltau, spearmanr
+
+    p = np.asarray(predicted, dtype=np.float64)
+    m = np.asarray(measured, dtype=np.float64)
+    if p.shape != m.shape or p.ndim != 1:
+        raise ValueError(f"predicted {p.shape} and measured {m.shape} must be equal 1-d shapes")
+    ok = np.isfinite(p) & np.isfinite(m) & (m > 0)
+    p, m = p[ok], m[ok]
+    n = len(m)
+    if n == 0:
+        raise LatbenchError("no finite measured/predicted pairs to score")
+    rel = (p - m) / m
+    out: dict[str, float] = {
+        "n": n,
+        "rmse_ms": float(np.sqrt(np.mean((p - m) ** 2))),
+        "mape": float(np.mean(np.abs(rel))),
+        "rmspe": float(np.sqrt(np.mean(rel**2))),
+        "bias": float(np.mean(rel)),
+        "within_5": float(np.mean(np.abs(rel) <= 0.05)),
+        "within_10": float(np.mean(np.abs(rel) <= 0.10)),
+        "max_rel_error": float(np.max(np.abs(rel))),
+    }
+    if n >= 3 and np.ptp(p) > 0 and np.ptp(m) > 0:
+        out["spearman"] = float(spearmanr(p, m).statistic)
+        out["kendall"] = float(kendalltau(p, m).statistic)
+    else:
+        out["spearman"] = out["kendall"] = float("nan")
+    return out
+
+
+def format_accuracy(name: str, acc: dict[str, float]) -> str:
+    return (
+        f"{name:<16} n={int(acc['n']):<4} RMSE {acc['rmse_ms']:8.3f} ms  MAPE {100 * acc['mape']:5.1f}%  "
+        f"within 5% {100 * acc['within_5']:5.1f}%  within 10% {100 * acc['within_10']:5.1f}%  "
+        f"Spearman {acc['spearman']:.3f}  Kendall {acc['kendall']:.3f}"
+    )
+
+
+def scatter_plot(
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    path: str | Path,
+    *,
+    title: str = "predicted vs measured latency",
+) -> Path:
+    """Predicted (y) vs measured (x) in ms, one colour per series, with the y=x and +-10% lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 6), dpi=110)
+    lo, hi = np.inf, -np.inf
+    for name, (pred, meas) in series.items():
+        p, m = np.asarray(pred, dtype=float), np.asarray(meas, dtype=float)
+        ax.scatter(m, p, s=14, alpha=0.75, label=name)
+        lo, hi = min(lo, p.min(), m.min()), max(hi, p.max(), m.max())
+    pad = 0.05 * (hi - lo if hi > lo else 1.0)
+    xs = np.array([lo - pad, hi + pad])
+    ax.plot(xs, xs, color="black", lw=1)
+    ax.plot(xs, xs * 1.1, color="grey", lw=0.8, ls="--", label="+-10%")
+    ax.plot(xs, xs * 0.9, color="grey", lw=0.8, ls="--")
+    ax.set_xlim(*xs)
+    ax.set_ylim(*xs)
+    ax.set_xlabel("measured (ms)")
+    ax.set_ylabel("predicted (ms)")
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(target)
+    return target
+
+
+def evaluate_archs(
+    models: dict[str, Any],
+    archs: list[dict[str, Any]],
+    backend: Any,
+    *,
+    sentinel_ref_ms: float | None = None,
+    retest: bool = False,
+    progress: bool = True,
+    config: Any = None,
+) -> dict[str, Any]:
+    """Measure ``archs`` on ``backend`` and score every model on the same measurements.
+
+    With ``retest`` the archs are measured a second time, and the first run is
+    scored as a "predictor" of the second (the harness's repeatability: no
+    predictor can be expected to beat it).
+    """
+    from latbench.cli.core import measure_archs, network_timing
+
+    if not archs:
+        raise LatbenchError("no archs to evaluate")
+    config = config or network_timing(backend, None, None)
+    ms, info = measure_archs(backend, archs, config, sentinel_ref_ms, progress=progress)
+    measured = np.array([m.median for m in ms])
+    result: dict[str, Any] = {
+        "n_archs": len(archs),
+        "timing": config.to_dict(),
+        "measure_info": {k: v for k, v in info.items() if k not in ("remeasured",)},
+        "measured_ms": measured.tolist(),
+        "measured_rel_iqr": [m.rel_iqr for m in ms],
+        "models": {},
+    }
+    for name, model in models.items():
+        pred = np.asarray(model.predict_archs(archs), dtype=np.float64)
+        result["models"][name] = {"predicted_ms": pred.tolist(), **accuracy(pred, measured)}
+    if retest:
+        ms2, _ = measure_archs(backend, archs, config.with_(seed=config.seed + 1), sentinel_ref_ms, progress=progress)
+        second = np.array([m.median for m in ms2])
+        result["retest"] = {"measured_ms": second.tolist(), **accuracy(measured, second)}
+    return result

@@ -1,0 +1,147 @@
+"""Featurizer: one numeric row per op, the same columns for every op type.
+
+Columns are the op's shape (input / output size, channels, middle width,
+kernel, stride, groups, expand, dilation), its work (MACs / FLOPs split into
+pointwise, depthwise and SE parts, parameters), the bytes it moves (input,
+output, weights, and the expanded activations of an MBConv), and flags (SE,
+residual, depthwise, activation one-hot, op type one-hot).
+
+Sizes and counts enter as ``log2(1 + x)``: latency spans three decades, the
+models fit ``log(ms)``, and a linear model on log features is a power law
+per op type. Trees do not care about the monotone transform.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from latbench.ops import ACTIVATIONS, DTYPE_BYTES, OP_TYPES, OpSpec
+
+#: the feature columns, in order (the names a saved predictor records)
+SHAPE_FEATURES = ("hw", "hw_out", "cin", "cout", "mid", "kernel", "stride", "groups", "expand", "dilation", "batch")
+WORK_FEATURES = (
+    "macs",
+    "flops",
+    "macs_pointwise",
+    "macs_depthwise",
+    "macs_se",
+    "params",
+    "input_bytes",
+    "output_bytes",
+    "weight_bytes",
+    "memory_bytes",
+    "mid_bytes",
+    "peak_activation_bytes",
+)
+FLAG_FEATURES = ("se", "residual", "depthwise")
+FEATURES: tuple[str, ...] = (
+    *SHAPE_FEATURES,
+    *WORK_FEATURES,
+    *FLAG_FEATURES,
+    *(f"act_{a}" for a in ACTIVATIONS),
+    *(f"type_{t}" for t in OP_TYPES),
+)
+FEATURE_SCHEMA = "latbench.features/1"
+
+
+def _split_macs(op: OpSpec) -> tuple[int, int, int]:
+    """(pointwise/dense, depthwise, SE) MACs of an op (batch included)."""
+    b, hi, ho, k2 = op.batch, op.hw, op.hw_out, op.kernel * op.kernel
+    if op.type == "mbconv":
+        mid = op.mid
+        pw = (hi * hi * op.cin * mid if op.expand != 1.0 else 0) + ho * ho * mid * op.cout
+        dw = ho * ho * k2 * mid
+        se = 2 * mid * op.se_mid if op.se else 0
+        return b * pw, b * dw, b * se
+    if op.type in ("sep_conv", "dil_conv"):
+        n = 2 if op.type == "sep_conv" else 1
+        dw = n * ho * ho * k2 * op.cin
+        return op.macs - b * dw, b * dw, 0
+    if op.type == "conv" and op.groups > 1:
+        return 0, op.macs, 0
+    return op.macs, 0, 0
+
+
+def op_features(op: OpSpec) -> list[float]:
+    """The raw (untransformed) feature values of one op, in :data:`FEATURES` order."""
+    pw, dw, se = _split_macs(op)
+    mid_bytes = op.batch * op.mid * (op.hw * op.hw + op.hw_out * op.hw_out) * DTYPE_BYTES[op.dtype]
+    shape = [
+        op.hw,
+        op.hw_out,
+        op.cin,
+        op.cout,
+        op.mid,
+        op.kernel,
+        op.stride,
+        op.groups,
+        op.expand,
+        op.dilation,
+        op.batch,
+    ]
+    work = [
+        op.macs,
+        op.flops,
+        pw,
+        dw,
+        se,
+        op.params,
+        op.input_bytes,
+        op.output_bytes,
+        op.weight_bytes,
+        op.memory_bytes,
+        mid_bytes if op.type == "mbconv" else 0,
+        op.peak_activation_bytes,
+    ]
+    flags = [float(op.se), float(op.residual), float(op.type == "conv" and op.groups > 1 and op.groups == op.cin)]
+    acts = [float(op.act == a) for a in ACTIVATIONS]
+    types = [float(op.type == t) for t in OP_TYPES]
+    return [float(x) for x in (*shape, *work)] + flags + acts + types
+
+
+class Featurizer:
+    """Ops -> feature matrix ``(n_ops, len(FEATURES))`` (float64).
+
+    ``log=True`` (default) maps sizes and counts to ``log2(1 + x)``; flags and
+    one-hots stay 0/1.
+    """
+
+    names: tuple[str, ...] = FEATURES
+
+    def __init__(self, log: bool = True) -> None:
+        self.log = log
+        self._n_log = len(SHAPE_FEATURES) + len(WORK_FEATURES)
+        self._cache: dict[str, list[float]] = {}
+
+    def transform(self, ops: Sequence[OpSpec]) -> np.ndarray:
+        rows = []
+        for op in ops:
+            row = self._cache.get(op.key)
+            if row is None:
+                row = op_features(op)
+                if self.log:
+                    row = [math.log2(1.0 + x) for x in row[: self._n_log]] + row[self._n_log :]
+                if len(self._cache) < 200_000:
+                    self._cache[op.key] = row
+            rows.append(row)
+        if not rows:
+            return np.zeros((0, len(self.names)))
+        return np.asarray(rows, dtype=np.float64)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"schema": FEATURE_SCHEMA, "log": self.log, "names": list(self.names)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> Featurizer:
+        from latbench.errors import LatbenchError
+
+        if d.get("schema") != FEATURE_SCHEMA:
+            raise LatbenchError(
+                f"feature schema {d.get('schema')!r} is not supported (this latbench reads {FEATURE_SCHEMA})"
+            )
+        if list(d.get("names", [])) != list(FEATURES):  # type: ignore[call-overload]
+            raise LatbenchError("predictor features differ from this latbench's featurizer; retrain the predictor")
+        return cls(log=bool(d.get("log", True)))

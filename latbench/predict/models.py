@@ -1,0 +1,420 @@
+"""Latency models behind the one :class:`~latbench.predict.base.LatencyModel` interface.
+
+=================  ==============================================================
+``lut``            exact lookup of the table's medians (:class:`TableLatency`)
+``flops-linear``   baseline: ``ms = a * GFLOPs + b`` per op type
+``linear``         ridge regression on log features -> ``log(ms)`` per op type
+``random-forest``  scikit-learn random forest on ``log(ms)`` per op type
+``gbm``            scikit-learn gradient boosting on ``log(ms)`` per op type
+``xgboost``        xgboost on ``log(ms)`` per op type
+=================  ==============================================================
+
+:class:`OpRegressionModel` takes *any* scikit-learn-compatible regressor
+(``regressor=``, cloned per op type), so a user can plug in their own.
+Op types with fewer than ``min_rows_per_type`` training rows share one
+regressor fitted on all rows (the type one-hots tell them apart); an op type
+the model never saw raises one clear line instead of guessing.
+Whole networks are the calibrated sum of op predictions (``OpSumModel``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from latbench.errors import LatbenchError
+from latbench.ops import OpSpec
+from latbench.predict.base import E2ECalibration, OpSumModel, SpaceLatency
+from latbench.predict.featurize import Featurizer
+from latbench.predict.lut import TableLatency
+from latbench.predict.regressors import SUPPORTED, FrozenRegressor, freeze, frozen_from_dict
+from latbench.spaces import SearchSpace
+from latbench.table import LatencyTable
+
+MODEL_NAMES = ("lut", "flops-linear", "linear", "random-forest", "gbm", "xgboost")
+SHARED = "*"  # the regressor shared by rare op types
+
+
+def make_regressor(name: str, seed: int = 0) -> Any:
+    """The default scikit-learn-compatible regressor of a named model."""
+    if name == "linear":
+        from sklearn.linear_model import Ridge
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        return make_pipeline(StandardScaler(), Ridge(alpha=1.0))
+    if name == "random-forest":
+        from sklearn.ensemble import RandomForestRegressor
+
+        return RandomForestRegressor(
+            n_estimators=120, max_features=0.5, min_samples_leaf=1, random_state=seed, n_jobs=1
+        )
+    if name == "gbm":
+        from sklearn.ensemble import GradientBoostingRegressor
+
+        return GradientBoostingRegressor(
+            n_estimators=400, learning_rate=0.05, max_depth=3, subsample=0.8, random_state=seed
+        )
+    if name == "xgboost":
+        import xgboost as xgb
+
+        return xgb.XGBRegressor(
+            n_estimators=500,
+            learning_rate=0.05,
+            max_depth=4,
+            subsample=0.8,
+            colsample_bytree=0.8,
+            min_child_weight=1.0,
+            reg_lambda=1.0,
+            random_state=seed,
+            n_jobs=1,
+            tree_method="exact",
+        )
+    raise LatbenchError(f"unknown regression model {name!r}; known: {', '.join(MODEL_NAMES)}")
+
+
+class _CompiledCache:
+    """Caches ``compile(space)`` per space and calibration: the vocabulary is predicted once."""
+
+    calibration: E2ECalibration
+
+    def _cache_key(self, space: SearchSpace) -> str:
+        return json.dumps([space.name, space.params, self.calibration.to_dict()], sort_keys=True, default=str)
+
+    def compile(self, space: SearchSpace) -> SpaceLatency:
+        cache: dict[str, SpaceLatency] = self.__dict__.setdefault("_compiled", {})
+        key = self._cache_key(space)
+        if key not in cache:
+            cache[key] = SpaceLatency(space, self.predict_ops(space.vocabulary), self.calibration)  # type: ignore[attr-defined]
+        return cache[key]
+
+
+def _check_training(ops: list[OpSpec], ms: np.ndarray) -> None:
+    if len(ops) != len(ms):
+        raise ValueError(f"{len(ops)} ops but {len(ms)} latencies")
+    if len(ops) == 0:
+        raise LatbenchError("no training rows (the table is empty)")
+    if not np.all(np.isfinite(ms)) or np.any(ms <= 0):
+        raise LatbenchError("training latencies must be finite and > 0 ms")
+
+
+def _groups(types: list[str], min_rows: int) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Row indices per op type that gets its own regressor, and the rare types (shared regressor)."""
+    arr = np.array(types)
+    own: dict[str, np.ndarray] = {}
+    rare: list[str] = []
+    for t in sorted(set(types)):
+        idx = np.flatnonzero(arr == t)
+        if len(idx) >= min_rows:
+            own[t] = idx
+        else:
+            rare.append(t)
+    return own, rare
+
+
+class OpRegressionModel(_CompiledCache, OpSumModel):
+    """Featurizer + one regressor per op type, fitted on ``log(ms)``.
+
+    ``regressor`` is any scikit-learn-compatible regressor (cloned per op
+    type); predictions go through its frozen JSON form when it has one (see
+    :mod:`latbench.predict.regressors`), so saved models reload bit-identically.
+    """
+
+    def __init__(
+        self,
+        regressor: Any = None,
+        *,
+        name: str = "custom",
+        featurizer: Featurizer | None = None,
+        min_rows_per_type: int = 12,
+        calibration: E2ECalibration | None = None,
+        fingerprint: dict[str, Any] | None = None,
+    ) -> None:
+        self.regressor = regressor
+        self.name = name
+        self.featurizer = featurizer or Featurizer()
+        self.min_rows_per_type = min_rows_per_type
+        self.calibration = calibration or E2ECalibration()
+        self.fingerprint: dict[str, Any] = fingerprint or {}
+        self.meta: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, ops: list[OpSpec], ms: Any) -> OpRegressionModel:
+        """Fit on ops and their measured latencies (milliseconds); returns ``self``."""
+        from sklearn.base import clone
+
+        if self.regressor is None:
+            raise LatbenchError("OpRegressionModel needs a regressor (or use fit_model(name, ...))")
+        ops = [o for o in ops]
+        ms = np.asarray(ms, dtype=np.float64)
+        _check_training(ops, ms)
+        X = self.featurizer.transform(ops)
+        y = np.log(ms)
+        own, rare = _groups([o.type for o in ops], self.min_rows_per_type)
+        self.estimators_: dict[str, Any] = {}
+        self.frozen_: dict[str, FrozenRegressor | None] = {}
+        for t, idx in own.items():
+            self.estimators_[t] = clone(self.regressor).fit(X[idx], y[idx])
+        if rare:
+            self.estimators_[SHARED] = clone(self.regressor).fit(X, y)
+        for t, est in self.estimators_.items():
+            self.frozen_[t] = freeze(est)
+        self.types_ = {t: (t if t in own else SHARED) for t in {o.type for o in ops}}
+        self.rows_per_type_ = {t: int(sum(o.type == t for o in ops)) for t in sorted(self.types_)}
+        self.__dict__.pop("_compiled", None)
+        return self
+
+    @property
+    def fitted(self) -> bool:
+        return hasattr(self, "types_")
+
+    # ---------------------------------------------------------------- predicting
+    def _regressor_for(self, group: str) -> Any:
+        frozen = self.frozen_.get(group)
+        return frozen if frozen is not None else self.estimators_[group]
+
+    def predict_ops(self, ops: list[OpSpec]) -> np.ndarray:
+        """Milliseconds per op (``zero`` ops 0); an op type never trained on raises."""
+        if not self.fitted:
+            raise LatbenchError(f"model {self.name!r} is not fitted")
+        ops = list(ops)
+        out = np.zeros(len(ops), dtype=np.float64)
+        unseen = sorted({o.type for o in ops if o.type != "zero" and o.type not in self.types_})
+        if unseen:
+            raise LatbenchError(
+                f"model {self.name!r} was not trained on op type(s) {', '.join(unseen)} "
+                f"(trained on {', '.join(sorted(self.types_))}); add such ops to the training table"
+            )
+        groups: dict[str, list[int]] = {}
+        for i, o in enumerate(ops):
+            if o.type != "zero":
+                groups.setdefault(self.types_[o.type], []).append(i)
+        for g, idx in groups.items():
+            X = self.featurizer.transform([ops[i] for i in idx])
+            out[idx] = np.exp(self._regressor_for(g).predict(X))
+        return out
+
+    # ------------------------------------------------------------------- state
+    def saveable(self) -> bool:
+        return self.fitted and all(f is not None for f in self.frozen_.values())
+
+    def state_dict(self) -> dict[str, Any]:
+        if not self.fitted:
+            raise LatbenchError(f"model {self.name!r} is not fitted; nothing to save")
+        bad = sorted(type(self.estimators_[g]).__name__ for g, f in self.frozen_.items() if f is None)
+        if bad:
+            raise LatbenchError(f"cannot save regressor {bad[0]} in a safe format; savable: {SUPPORTED}")
+        params: dict[str, Any] = {}
+        if self.regressor is not None:
+            params = {k: v for k, v in self.regressor.get_params(deep=False).items() if _json_scalar(v)}
+        return {
+            "regressor": {
+                "class": type(self.regressor).__name__ if self.regressor is not None else None,
+                "params": params,
+            },
+            "target": "log_ms",
+            "features": self.featurizer.to_dict(),
+            "min_rows_per_type": self.min_rows_per_type,
+            "types": dict(sorted(self.types_.items())),
+            "rows_per_type": self.rows_per_type_,
+            "regressors": {g: f.to_dict() for g, f in sorted(self.frozen_.items()) if f is not None},
+        }
+
+    @classmethod
+    def from_state(
+        cls, name: str, state: dict[str, Any], calibration: E2ECalibration, fingerprint: dict[str, Any]
+    ) -> OpRegressionModel:
+        m = cls(
+            None,
+            name=name,
+            featurizer=Featurizer.from_dict(state["features"]),
+            min_rows_per_type=int(state.get("min_rows_per_type", 12)),
+            calibration=calibration,
+            fingerprint=fingerprint,
+        )
+        m.types_ = dict(state["types"])
+        m.rows_per_type_ = dict(state.get("rows_per_type", {}))
+        m.frozen_ = {g: frozen_from_dict(d) for g, d in state["regressors"].items()}
+        m.estimators_ = {}
+        missing = sorted(set(m.types_.values()) - set(m.frozen_))
+        if missing:
+            raise LatbenchError(f"predictor state has no regressor for op group(s) {', '.join(missing)}")
+        return m
+
+
+def _json_scalar(v: Any) -> bool:
+    return v is None or isinstance(v, (bool, int, float, str))
+
+
+class FlopsLinearModel(_CompiledCache, OpSumModel):
+    """Baseline: ``ms = a * GFLOPs + b`` per op type, fitted for relative error.
+
+    Rare op types (fewer than ``min_rows_per_type`` rows) share one line fitted on all rows.
+    """
+
+    name = "flops-linear"
+
+    def __init__(
+        self,
+        *,
+        min_rows_per_type: int = 4,
+        calibration: E2ECalibration | None = None,
+        fingerprint: dict[str, Any] | None = None,
+    ) -> None:
+        self.min_rows_per_type = min_rows_per_type
+        self.calibration = calibration or E2ECalibration()
+        self.fingerprint: dict[str, Any] = fingerprint or {}
+        self.meta: dict[str, Any] = {}
+
+    @staticmethod
+    def _line(gflops: np.ndarray, ms: np.ndarray) -> tuple[float, float]:
+        """Least squares of the relative error ``(a x + b - y) / y``; ``b >= 0``."""
+        w = 1.0 / ms
+        A = np.stack([gflops * w, w], axis=1)
+        (a, b), *_ = np.linalg.lstsq(A, np.ones_like(ms), rcond=None)
+        if b < 0 or len(ms) < 2:
+            a, b = float(np.sum(gflops * w * 1.0) / max(np.sum((gflops * w) ** 2), 1e-30)), 0.0
+        return float(a), float(b)
+
+    def fit(self, ops: list[OpSpec], ms: Any) -> FlopsLinearModel:
+        ops = list(ops)
+        ms = np.asarray(ms, dtype=np.float64)
+        _check_training(ops, ms)
+        g = np.array([o.flops / 1e9 for o in ops])
+        own, rare = _groups([o.type for o in ops], self.min_rows_per_type)
+        self.lines_: dict[str, tuple[float, float]] = {t: self._line(g[idx], ms[idx]) for t, idx in own.items()}
+        if rare:
+            self.lines_[SHARED] = self._line(g, ms)
+        self.types_ = {t: (t if t in own else SHARED) for t in {o.type for o in ops}}
+        self.__dict__.pop("_compiled", None)
+        return self
+
+    def predict_ops(self, ops: list[OpSpec]) -> np.ndarray:
+        ops = list(ops)
+        unseen = sorted({o.type for o in ops if o.type != "zero" and o.type not in self.types_})
+        if unseen:
+            raise LatbenchError(
+                f"model 'flops-linear' was not trained on op type(s) {', '.join(unseen)} "
+                f"(trained on {', '.join(sorted(self.types_))})"
+            )
+        out = np.zeros(len(ops))
+        for i, o in enumerate(ops):
+            if o.type != "zero":
+                a, b = self.lines_[self.types_[o.type]]
+                out[i] = a * o.flops / 1e9 + b
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "target": "ms",
+            "features": ["gflops"],
+            "min_rows_per_type": self.min_rows_per_type,
+            "types": dict(sorted(self.types_.items())),
+            "lines": {t: {"ms_per_gflop": a, "intercept_ms": b} for t, (a, b) in sorted(self.lines_.items())},
+        }
+
+    @classmethod
+    def from_state(
+        cls, name: str, state: dict[str, Any], calibration: E2ECalibration, fingerprint: dict[str, Any]
+    ) -> FlopsLinearModel:
+        del name
+        m = cls(
+            min_rows_per_type=int(state.get("min_rows_per_type", 4)), calibration=calibration, fingerprint=fingerprint
+        )
+        m.types_ = dict(state["types"])
+        m.lines_ = {t: (float(v["ms_per_gflop"]), float(v["intercept_ms"])) for t, v in state["lines"].items()}
+        missing = sorted(set(m.types_.values()) - set(m.lines_))
+        if missing:
+            raise LatbenchError(f"predictor state has no line for op group(s) {', '.join(missing)}")
+        return m
+
+
+# ----------------------------------------------------------------------------- training entry points
+def table_rows(tables: list[LatencyTable]) -> tuple[list[OpSpec], np.ndarray]:
+    """Ops and median latencies (ms) of one or more tables (first table wins on duplicate keys)."""
+    seen: dict[str, tuple[OpSpec, float]] = {}
+    for t in tables:
+        for key, row in t.rows.items():
+            if key not in seen:
+                seen[key] = (OpSpec.from_dict(row["spec"]), float(row["median_ms"]))
+    ops = [v[0] for v in seen.values()]
+    return ops, np.array([v[1] for v in seen.values()], dtype=np.float64)
+
+
+def make_model(name: str, *, seed: int = 0, regressor: Any = None) -> OpRegressionModel | FlopsLinearModel:
+    """An unfitted trainable model (every named model but ``lut``), or a custom one around ``regressor``."""
+    if regressor is not None:
+        return OpRegressionModel(regressor, name=name)
+    if name == "flops-linear":
+        return FlopsLinearModel()
+    if name in ("linear", "random-forest", "gbm", "xgboost"):
+        return OpRegressionModel(make_regressor(name, seed), name=name)
+    raise LatbenchError(f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
+
+
+def fit_model(
+    name: str,
+    tables: list[LatencyTable],
+    *,
+    seed: int = 0,
+    regressor: Any = None,
+) -> Any:
+    """Fit model ``name`` on the rows of ``tables`` (all of one device); returns a :class:`LatencyModel`."""
+    if not tables:
+        raise LatbenchError("no training table given")
+    for t in tables[1:]:
+        tables[0].check_same_device(t.fingerprint, "training rows")
+    if name == "lut" and regressor is None:
+        if len(tables) == 1:
+            table = tables[0]
+        else:
+            table = LatencyTable(
+                fingerprint=tables[0].fingerprint,
+                device=tables[0].device,
+                space=tables[0].space,
+                space_params=tables[0].space_params,
+                name=tables[0].name,
+            )
+            for t in tables:
+                table.merge(t)
+        model: Any = TableLatency(table)
+        model.meta = {}
+        return model
+    ops, ms = table_rows(tables)
+    model = make_model(name, seed=seed, regressor=regressor).fit(ops, ms)
+    model.fingerprint = tables[0].fingerprint
+    return model
+
+
+def cross_val_predict_ops(
+    name: str, ops: list[OpSpec], ms: np.ndarray, *, folds: int = 5, seed: int = 0, regressor: Any = None
+) -> np.ndarray:
+    """Out-of-fold op predictions (ms): each op predicted by a model that did not see it.
+
+    Folds are stratified by op type so rare types stay in training where possible.
+    """
+    if name == "lut" and regressor is None:
+        raise LatbenchError("the lut model cannot predict ops it has not seen; cross-validation does not apply")
+    n = len(ops)
+    folds = max(2, min(folds, n))
+    rng = np.random.default_rng(seed)
+    fold_of = np.zeros(n, dtype=np.int64)
+    for t in sorted({o.type for o in ops}):
+        idx = np.flatnonzero([o.type == t for o in ops])
+        idx = idx[rng.permutation(len(idx))]
+        start = int(rng.integers(folds))
+        fold_of[idx] = (np.arange(len(idx)) + start) % folds
+    pred = np.full(n, np.nan)
+    for f in range(folds):
+        test = np.flatnonzero(fold_of == f)
+        train = np.flatnonzero(fold_of != f)
+        if len(test) == 0:
+            continue
+        train_types = {ops[i].type for i in train}
+        model = make_model(name, seed=seed, regressor=regressor).fit([ops[i] for i in train], ms[train])
+        ok = [i for i in test if ops[i].type in train_types]
+        if ok:
+            pred[ok] = model.predict_ops([ops[i] for i in ok])
+    return pred

@@ -1,0 +1,156 @@
+"""Training a predictor end to end: fit on tables, score it honestly, calibrate, record provenance.
+
+:func:`train_predictor` is what ``latbench predictor train`` runs. The
+metrics it stores are out-of-sample: op-level accuracy from K-fold
+cross-validation over the table rows, and (when the table covers a search
+space) arch-level accuracy of those out-of-fold op predictions summed over
+1,000 random archs against the table's own LUT sums. End-to-end accuracy on
+measured networks comes from ``latbench predictor eval``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from latbench.device import library_versions, now_iso
+from latbench.errors import LatbenchError
+from latbench.predict.calibration import calibrate
+from latbench.predict.evaluate import accuracy
+from latbench.predict.models import cross_val_predict_ops, fit_model, table_rows
+from latbench.spaces import SPACES, SearchSpace, get_space
+from latbench.table import LatencyTable
+
+
+def space_of_tables(tables: list[LatencyTable]) -> SearchSpace | None:
+    """The search space of the first table that was built for one (sampled tables have none)."""
+    for t in tables:
+        if t.space in SPACES:
+            return get_space(t.space, **(t.space_params or {}))
+    return None
+
+
+def arch_level_metrics(
+    space: SearchSpace, tables: list[LatencyTable], ops: list[Any], op_pred: np.ndarray, *, n: int = 1000, seed: int = 0
+) -> dict[str, Any] | None:
+    """Out-of-fold op predictions summed over ``n`` random archs vs the tables' LUT sums (None if not covered)."""
+    index = {o.key: i for i, o in enumerate(ops)}
+    vocab = space.vocabulary
+    if any(o.key not in index for o in vocab):
+        return None
+    pred_vec = np.array([op_pred[index[o.key]] for o in vocab])
+    if not np.all(np.isfinite(pred_vec)):
+        return None
+    lut_vec = np.array([next(t.latency(o) for t in tables if o.key in t) for o in vocab])
+    idx = space.sample_indices(np.random.default_rng([seed, 0xA5C]), n)
+    ids = space.op_ids(idx)
+    pred = np.append(pred_vec, 0.0)[ids].sum(axis=1)
+    lut = np.append(lut_vec, 0.0)[ids].sum(axis=1)
+    return {"archs": n, "space": space.name, "space_params": space.params, "truth": "lut_sum", **accuracy(pred, lut)}
+
+
+def train_predictor(
+    model_name: str,
+    tables: list[LatencyTable],
+    *,
+    seed: int = 0,
+    regressor: Any = None,
+    calib_archs: int = 0,
+    backend: Any = None,
+    device: dict[str, Any] | None = None,
+    sentinel_ref_ms: float | None = None,
+    cv_folds: int = 5,
+    progress: bool = True,
+) -> Any:
+    """Fit ``model_name`` on ``tables``, score it out of sample, calibrate on ``calib_archs`` measured networks.
+
+    The returned model carries ``meta`` (device, versions, space, training
+    provenance, metrics, calibration fit) that :func:`~latbench.predict.io.save_predictor` writes.
+    """
+    if not tables:
+        raise LatbenchError("give at least one --table")
+    model = fit_model(model_name, tables, seed=seed, regressor=regressor)
+    ops, ms = table_rows(tables)
+    space = space_of_tables(tables)
+    metrics: dict[str, Any] = {}
+    if model_name == "lut" and regressor is None:
+        metrics["ops"] = {"note": "exact lookup: reproduces every table row; cannot predict ops it has not seen"}
+    else:
+        oof = cross_val_predict_ops(model_name, ops, ms, folds=cv_folds, seed=seed, regressor=regressor)
+        ok = np.isfinite(oof)
+        metrics["ops"] = {"method": f"{cv_folds}-fold cross-validation over table rows", **accuracy(oof[ok], ms[ok])}
+        per_type = {}
+        for t in sorted({o.type for o in ops}):
+            sel = np.array([o.type == t for o in ops]) & ok
+            if sel.sum() >= 3:
+                per_type[t] = accuracy(oof[sel], ms[sel])
+        metrics["ops_per_type"] = per_type
+        if space is not None:
+            # an op whose type has a single row cannot be predicted out of fold: use the full model there
+            lone = np.flatnonzero(~ok)
+            filled = oof.copy()
+            if len(lone):
+                filled[lone] = model.predict_ops([ops[i] for i in lone])
+            arch = arch_level_metrics(space, tables, ops, filled, seed=seed)
+            if arch is not None and len(lone):
+                arch["in_sample_ops"] = [ops[i].key for i in lone]
+            if arch is not None:
+                metrics["archs_vs_lut_sum"] = arch
+    model.meta = {
+        "device": device or tables[0].device,
+        "versions": library_versions(),
+        "space": space.name if space else tables[0].space,
+        "space_params": space.params if space else tables[0].space_params,
+        "created": now_iso(),
+        "training": {
+            "tables": [
+                {
+                    "path": str(t.path) if t.path else None,
+                    "name": t.name,
+                    "space": t.space,
+                    "content_hash": t.content_hash(),
+                    "rows": len(t),
+                    "fingerprint": t.fingerprint_id,
+                    "source": t.source or None,
+                }
+                for t in tables
+            ],
+            "rows": len(ops),
+            "op_types": {t: int(sum(o.type == t for o in ops)) for t in sorted({o.type for o in ops})},
+            "seed": seed,
+            "cv_folds": cv_folds,
+            "regressor": _regressor_record(model),
+        },
+        "metrics": metrics,
+    }
+    if calib_archs:
+        if backend is None:
+            raise LatbenchError(
+                f"--calib-archs needs a device to measure networks on; table {tables[0].name} is from "
+                f"{tables[0].device.get('backend', '?')} device {tables[0].fingerprint_id}"
+            )
+        if space is None:
+            raise LatbenchError("--calib-archs needs a table of a search space (to sample networks from)")
+        if backend.fingerprint().id != tables[0].fingerprint_id:
+            raise LatbenchError(
+                f"--calib-archs: this device is {backend.fingerprint().id} but the table was measured on "
+                f"{tables[0].fingerprint_id}; calibrate on the table's device"
+            )
+        fit = calibrate(
+            model, backend, space, calib_archs, seed=seed, sentinel_ref_ms=sentinel_ref_ms, progress=progress
+        )
+        model.meta["calibration_fit"] = fit
+        model.meta["metrics"]["calibration_in_sample"] = fit["after_in_sample"]
+    return model
+
+
+def _regressor_record(model: Any) -> dict[str, Any] | None:
+    reg = getattr(model, "regressor", None)
+    if reg is None:
+        return None
+    params = {}
+    for k, v in reg.get_params(deep=True).items():
+        if v is None or isinstance(v, (bool, int, float, str)):
+            params[k] = v
+    return {"class": f"{type(reg).__module__}.{type(reg).__name__}", "params": params}
