@@ -59,7 +59,7 @@ def torch_module_runner(module: Any, x: Any, sync: Any = None) -> Runner:
 
 
 class TorchCPUBackend(Backend):
-    """Eager PyTorch on the CPU: eval + inference mode, ``threads`` intra-op threads, optional core pinning."""
+    """Eager PyTorch on the CPU: eval + inference mode, ``threads`` intra-op threads (default 1), optional pinning."""
 
     name = "torch-cpu"
     default_settings = {"threads": None, "cores": None, "channels_last": False}
@@ -80,7 +80,9 @@ class TorchCPUBackend(Backend):
             self.settings["cores"] = sorted(int(c) for c in cores)
         pin_cores(self.settings["cores"])
         if self.settings["threads"] is None:
-            self.settings["threads"] = min(4, len(self.settings["cores"] or available_cores()))
+            # one thread unless asked: multi-threaded timings on a shared host swing by 10x
+            # when another process takes a core; pinned single-thread numbers repeat
+            self.settings["threads"] = 1
         if int(self.settings["threads"]) < 1:
             raise BackendUnavailable(f"threads must be >= 1, got {self.settings['threads']}")
         torch.set_num_threads(int(self.settings["threads"]))
