@@ -114,3 +114,59 @@ class BackendContract:
     def test_missing_model_file_is_a_latbench_error(self, backend: Backend, tmp_path: Any) -> None:
         with pytest.raises(LatbenchError):
             backend.runner(tmp_path / "missing.onnx")
+
+
+class LatencyModelContract:
+    """Contract every latency model passes. Implement the ``model`` fixture (and optionally ``space``).
+
+    Example::
+
+        class TestMyModel(LatencyModelContract):
+            @pytest.fixture
+            def model(self):
+                return MyModel(...)
+    """
+
+    space_name: ClassVar[str] = "proxyless-mobile"
+    space_params: ClassVar[dict[str, Any]] = {}
+
+    @pytest.fixture
+    def space(self) -> Any:
+        from latbench.spaces import get_space
+
+        return get_space(self.space_name, **self.space_params)
+
+    @pytest.fixture
+    def model(self) -> Any:  # pragma: no cover - provided by subclasses
+        raise NotImplementedError("subclasses provide a `model` fixture")
+
+    def test_is_a_latency_model(self, model: Any) -> None:
+        from latbench.predict.base import LatencyModel
+
+        assert isinstance(model, LatencyModel)
+        assert model.fingerprint.get("id")
+
+    def test_op_predictions_are_positive_ms_and_zero_is_free(self, model: Any, space: Any) -> None:
+        ops = space.vocabulary[:12]
+        pred = np.asarray(model.predict_ops(ops))
+        assert pred.shape == (len(ops),) and np.all(np.isfinite(pred)) and np.all(pred > 0)
+        zero = OpSpec("zero", 28, 40, 40, act="none")
+        assert float(np.asarray(model.predict_ops([zero]))[0]) == 0.0
+
+    def test_arch_prediction_is_consistent_across_paths(self, model: Any, space: Any) -> None:
+        rng = np.random.default_rng(0)
+        archs = [space.from_indices(i) for i in space.sample_indices(rng, 8)]
+        single = np.array([model.predict_arch(a) for a in archs])
+        batched = np.asarray(model.predict_archs(archs))
+        compiled = model.compile(space).predict_indices(np.stack([space.to_indices(a) for a in archs]))
+        assert np.all(single > 0)
+        np.testing.assert_allclose(batched, single, rtol=1e-9)
+        np.testing.assert_allclose(compiled, single, rtol=1e-9)
+
+    def test_bigger_arch_is_slower(self, model: Any, space: Any) -> None:
+        small = space.from_indices(np.zeros(len(space.decisions), dtype=np.int64))
+        big = space.from_indices(space.cardinalities - 1)
+        lats = model.compile(space).predict_indices(np.stack([space.to_indices(small), space.to_indices(big)]))
+        lo, hi = model.compile(space).bounds()
+        assert lo <= lats.min() and lats.max() <= hi * (1 + 1e-9)
+        assert lo < hi
