@@ -203,13 +203,26 @@ def table_build(
         config = config.with_(drift=drift)
     if min_time:
         config = config.with_(min_run_time_s=min_time)
-    if sample is not None:
+    if sample is not None and adaptive:
+        from latbench.predict.sampling import adaptive_table_ops
+
+        if out_path is None or not out_path.exists():
+            raise LatbenchError("--adaptive grows an existing sampled table: build it with --sample first, pass --out")
+        grown = LatencyTable.load(out_path)
+        ops, adaptive_info = adaptive_table_ops(grown, sample, seed=seed)
+        space_name, space_params, resume = grown.space or "sampled", grown.space_params, True
+        if not as_json:
+            console.print(
+                f"adaptive: {adaptive_info['new_ops']} new ops near the worst-predicted rows "
+                f"(out-of-fold MAPE now {100 * adaptive_info['oof_mape_before']:.1f}%)"
+            )
+    elif sample is not None:
         from latbench.predict.sampling import sample_ops
 
         ops = sample_ops(sample, seed=seed)
         space_name, space_params = f"sampled-{sample}-seed{seed}", None
-        if adaptive:
-            raise LatbenchError("--adaptive is run through `latbench predictor train --adaptive` (it needs a model)")
+    elif adaptive:
+        raise LatbenchError("--adaptive needs --sample N (how many new ops to add)")
     else:
         s = get_space(space, resolution=resolution, width=width)
         ops = s.vocabulary

@@ -261,3 +261,29 @@ def adaptive_ops(
             taken.add(new.key)
             out.append(new)
     return out
+
+
+def adaptive_table_ops(
+    table: Any, n: int, seed: int = 0, *, model: str = "xgboost", folds: int = 5
+) -> tuple[list[OpSpec], dict[str, Any]]:
+    """The ops of ``table`` plus ``n`` new ones where ``model`` errs most out of fold.
+
+    Returns ``(ops, info)``; measuring ``ops`` with ``resume`` adds only the new ones.
+    """
+    from latbench.predict.models import cross_val_predict_ops, table_rows
+
+    ops, ms = table_rows([table])
+    if len(ops) < 2 * folds:
+        raise LatbenchError(
+            f"adaptive sampling needs a table of at least {2 * folds} rows, {table.path} has {len(ops)}"
+        )
+    pred = cross_val_predict_ops(model, ops, ms, folds=folds, seed=seed)
+    err = np.where(np.isfinite(pred), np.abs(pred - ms) / ms, 0.0)
+    new = adaptive_ops(ops, err, n, seed=seed)
+    info = {
+        "model": model,
+        "oof_mape_before": float(np.mean(err[np.isfinite(pred)])),
+        "worst_ops": [ops[i].key for i in np.argsort(-err)[:5]],
+        "new_ops": len(new),
+    }
+    return ops + new, info

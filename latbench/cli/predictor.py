@@ -1,0 +1,256 @@
+"""``latbench predictor train|eval`` and ``latbench predict``: thin wrappers over :mod:`latbench.predict`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from latbench import paths
+from latbench.cli import predictor_app
+from latbench.cli.common import console, emit, open_device, out
+from latbench.errors import LatbenchError
+from latbench.predict.models import MODEL_NAMES
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+def register(app: typer.Typer) -> None:
+    predictor_app.command("train")(predictor_train)
+    predictor_app.command("eval")(predictor_eval)
+    app.command("predict")(predict)
+
+
+def _metric_line(name: str, acc: dict[str, Any]) -> str:
+    from latbench.predict.evaluate import format_accuracy
+
+    return format_accuracy(name, acc)
+
+
+# ----------------------------------------------------------------------------- train
+def predictor_train(
+    table: Annotated[
+        list[str], typer.Option(help="Training table (path or <device>/<space>); repeat to add sampled tables.")
+    ],
+    model: Annotated[str, typer.Option(help=f"Model: {', '.join(MODEL_NAMES)}.")] = "xgboost",
+    calib_archs: Annotated[
+        int, typer.Option(help="Measure K random archs end to end to fit the glue (needs the device).")
+    ] = 0,
+    device: Annotated[str | None, typer.Option(help="Device to calibrate on (default: the table's device).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the regressor, cross-validation and calibration archs.")] = 0,
+    cv_folds: Annotated[int, typer.Option(help="Folds of the out-of-sample op metrics.")] = 5,
+    out_path: Annotated[
+        Path | None, typer.Option("--out", help="Predictor file (default predictors/<device>/<space>-<model>.json).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing predictor file.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train a latency predictor on one or more tables of one device and save it (JSON, safe formats)."""
+    from latbench.predict.io import default_predictor_path, save_predictor
+    from latbench.predict.training import train_predictor
+    from latbench.table import LatencyTable
+
+    if model not in MODEL_NAMES:
+        raise LatbenchError(f"unknown model {model!r}; known: {', '.join(MODEL_NAMES)}")
+    tables = [LatencyTable.load(t) for t in table]
+    dev_name = (tables[0].device or {}).get("name") or tables[0].fingerprint_id
+    backend = None
+    sentinel = None
+    dev_record = tables[0].device
+    if calib_archs:
+        prof, backend = open_device(device or dev_name)
+        sentinel = prof.sentinel_ms
+        dev_record = {"name": prof.name, "backend": prof.backend, "settings": backend.settings}
+    m = train_predictor(
+        model,
+        tables,
+        seed=seed,
+        calib_archs=calib_archs,
+        backend=backend,
+        device=dev_record,
+        sentinel_ref_ms=sentinel,
+        cv_folds=cv_folds,
+        progress=not as_json,
+    )
+    target = out_path or default_predictor_path(dev_name, m.meta.get("space"), model)
+    if target.exists() and not force:
+        raise LatbenchError(f"{target} exists; pass --force to overwrite it or choose another --out")
+    save_predictor(m, target)
+    metrics = m.meta["metrics"]
+    result = {
+        "path": str(target),
+        "model": model,
+        "device": dev_name,
+        "fingerprint": m.fingerprint.get("id"),
+        "rows": m.meta["training"]["rows"],
+        "calibration": m.calibration.to_dict(),
+        "metrics": metrics,
+    }
+
+    def human() -> None:
+        out.print(f"{target}: {model} on {result['rows']} rows of {', '.join(table)} (device {result['fingerprint']})")
+        if "mape" in metrics.get("ops", {}):
+            out.print("  " + _metric_line("ops (CV)", metrics["ops"]))
+        if "archs_vs_lut_sum" in metrics:
+            out.print("  " + _metric_line("archs vs LUT", metrics["archs_vs_lut_sum"]))
+        if calib_archs:
+            c = m.calibration
+            out.print(f"  calibration on {calib_archs} measured archs: {c.scale:.4f} x op sum + {c.offset_ms:.3f} ms")
+            out.print("  " + _metric_line("calib (in-sample)", metrics["calibration_in_sample"]))
+
+    emit(as_json, result, human)
+
+
+# ----------------------------------------------------------------------------- eval
+def predictor_eval(
+    predictor: Annotated[list[str], typer.Argument(help="Predictor file(s) or <device>/<space>-<model> names.")],
+    archs: Annotated[Path, typer.Option(help="Arch JSON / JSONL to measure and predict.")],
+    device: Annotated[str, typer.Option(help="Device to measure on (must be the predictors' device).")],
+    retest: Annotated[
+        bool, typer.Option(help="Measure the archs a second time: the harness's own test-retest.")
+    ] = False,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for summary.json and scatter.png.")] = None,
+    force: Annotated[bool, typer.Option(help="Use predictors of another device anyway.")] = False,
+    space: Annotated[str | None, typer.Option(help="Space of archs that do not name one.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure archs for real and score predictors: RMSE, MAPE, within 5% / 10%, Spearman, Kendall, scatter plot."""
+    from latbench.device import now_iso
+    from latbench.predict.evaluate import evaluate_archs, scatter_plot
+    from latbench.predict.io import load_predictor
+    from latbench.spaces import load_archs
+
+    prof, backend = open_device(device)
+    fp = backend.fingerprint()
+    models: dict[str, Any] = {}
+    for p in predictor:
+        m = load_predictor(p, force=force, device=fp.id)
+        name = str(m.meta.get("model", p))
+        if name in models:
+            name = Path(m.meta["path"]).stem
+        models[name] = m
+    arch_list = load_archs(str(archs), space)
+    res = evaluate_archs(
+        models, arch_list, backend, sentinel_ref_ms=prof.sentinel_ms, retest=retest, progress=not as_json
+    )
+    target = out_dir or Path("runs") / "predictor-eval" / f"{prof.name}-{archs.stem}"
+    summary = {
+        "device": prof.name,
+        "fingerprint": fp.id,
+        "versions": fp.versions,
+        "archs": str(archs),
+        "created": now_iso(),
+        "predictors": {n: str(m.meta.get("path")) for n, m in models.items()},
+        **res,
+    }
+    series = {n: (r["predicted_ms"], res["measured_ms"]) for n, r in res["models"].items()}
+    if retest:
+        series["retest (2nd run)"] = (res["retest"]["measured_ms"], res["measured_ms"])
+    png = scatter_plot(
+        series, target / "scatter.png", title=f"predicted vs measured on {prof.name} ({len(arch_list)} archs)"
+    )
+    summary["scatter_png"] = str(png)
+    paths.atomic_write_json(target / "summary.json", summary)
+    brief = {
+        "summary": str(target / "summary.json"),
+        "scatter_png": str(png),
+        "n_archs": len(arch_list),
+        "models": {n: {k: v for k, v in r.items() if k != "predicted_ms"} for n, r in res["models"].items()},
+    }
+    if retest:
+        brief["retest"] = {k: v for k, v in res["retest"].items() if k != "measured_ms"}
+
+    def human() -> None:
+        out.print(
+            f"{len(arch_list)} archs measured on {prof.name} ({fp.id}); median {np.median(res['measured_ms']):.3f} ms"
+        )
+        for n, r in res["models"].items():
+            out.print("  " + _metric_line(n, r))
+        if retest:
+            out.print("  " + _metric_line("test-retest", res["retest"]))
+        out.print(f"wrote {target / 'summary.json'} and {png}")
+
+    emit(as_json, brief, human)
+
+
+# ----------------------------------------------------------------------------- predict
+def predict(
+    predictor: Annotated[str, typer.Option(help="Predictor file or <device>/<space>-<model> name.")],
+    arch: Annotated[Path | None, typer.Option(help="Arch JSON or JSONL.")] = None,
+    onnx: Annotated[Path | None, typer.Option(help="Any ONNX model: split into kernels and predicted.")] = None,
+    device: Annotated[str | None, typer.Option(help="Check that the predictor belongs to this device.")] = None,
+    force: Annotated[bool, typer.Option(help="Use a predictor of another device anyway.")] = False,
+    space: Annotated[str | None, typer.Option(help="Space of archs that do not name one.")] = None,
+    breakdown: Annotated[bool, typer.Option(help="Print the per-op / per-kernel breakdown.")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Predict the latency (ms) of archs or of any ONNX model, with a per-kernel breakdown."""
+    from latbench.predict.io import load_predictor
+    from latbench.spaces import load_archs, space_of
+
+    if (arch is None) == (onnx is None):
+        raise LatbenchError("give exactly one of --arch or --onnx")
+    want = None
+    if device is not None:
+        _, backend = open_device(device)
+        want = backend.fingerprint().id
+    model = load_predictor(predictor, force=force, device=want)
+    pinfo = {
+        "predictor": model.meta.get("path"),
+        "model": model.meta.get("model"),
+        "fingerprint": model.fingerprint.get("id"),
+    }
+    if onnx is not None:
+        from latbench.predict.onnx_graph import predict_onnx
+
+        res = {**pinfo, **predict_onnx(model, onnx)}
+
+        def human_onnx() -> None:
+            if breakdown:
+                for k in res["kernels"]:
+                    ms = "   n/a   " if k["ms"] is None else f"{k['ms']:9.4f}"
+                    label = k["op"] or "+".join(k["op_types"])
+                    note = f"  ({k['note']})" if k["note"] else ""
+                    out.print(f"  {ms} ms  {k['kind']:<12} {label}{note}")
+            out.print(
+                f"{onnx}: {res['predicted_ms']:.3f} ms predicted ({len(res['kernels'])} kernels, op sum "
+                f"{res['op_sum_ms']:.3f} ms, calibration x{res['calibration']['scale']:.4f} + "
+                f"{res['calibration']['offset_ms']:.3f} ms)"
+            )
+            if res["unknown_node_types"]:
+                listing = ", ".join(f"{t} x{c}" for t, c in sorted(res["unknown_node_types"].items()))
+                console.print(f"[yellow]unknown node types, not priced:[/yellow] {listing}")
+            if res["unpriced_elementwise"]:
+                console.print(
+                    f"[yellow]{len(res['unpriced_elementwise'])} elementwise kernel(s) not priced "
+                    f"(the predictor knows no global-pool ops):[/yellow] {', '.join(res['unpriced_elementwise'][:6])}"
+                )
+
+        emit(as_json, res, human_onnx)
+        return
+    archs = load_archs(str(arch), space)
+    results = []
+    for a in archs:
+        s = space_of(a)
+        ops = s.ops_of(a)
+        lat = model.predict_ops(ops)
+        results.append(
+            {
+                "arch": a,
+                "predicted_ms": float(model.predict_arch(a)),
+                "op_sum_ms": float(lat.sum()),
+                "ops": [{"op": o.key, "ms": float(x)} for o, x in zip(ops, lat, strict=True)],
+            }
+        )
+    doc = {**pinfo, "calibration": model.calibration.to_dict(), "results": results}
+
+    def human() -> None:
+        for i, r in enumerate(results):
+            if breakdown:
+                for o in r["ops"]:
+                    out.print(f"  {o['ms']:9.4f} ms  {o['op']}")
+            out.print(f"{i:3d}  {r['predicted_ms']:9.3f} ms predicted (op sum {r['op_sum_ms']:.3f} ms)")
+
+    emit(as_json, doc, human)
