@@ -278,6 +278,10 @@ def build_table(
         [dict[str, OpSpec], TimingConfig, float | None], tuple[dict[str, Measurement], dict[str, Any]]
     ]
     | None = None,
+    measure_stream: Callable[
+        [dict[str, OpSpec], TimingConfig, float | None], Iterable[tuple[str, Measurement, dict[str, Any]]]
+    ]
+    | None = None,
 ) -> tuple[LatencyTable, list[str]]:
     """Measure every op of ``ops`` missing from the table at ``path``; returns (table, keys measured now).
 
@@ -285,6 +289,11 @@ def build_table(
     atomically after each chunk. An existing file is only extended with
     ``resume=True``, and only when it was made on the same device.
     ``measure_chunk`` replaces local timing (the Ray farm uses it).
+    ``measure_stream`` replaces it per op: it gets every missing op at once and
+    yields ``(key, measurement, info)`` as each op finishes (in any order); each
+    row is saved atomically as it arrives, a key already in the table is never
+    written twice, ``info["row_fields"]`` is stored in the row and
+    ``info["sentinel_ref_ms"]`` is recorded like a chunk's.
     """
     path = Path(path)
     config = config or backend.timing
@@ -326,6 +335,22 @@ def build_table(
         chunk: dict[str, OpSpec], cfg: TimingConfig, ref: float | None
     ) -> tuple[dict[str, Measurement], dict[str, Any]]:
         return backend.measure_many(dict(chunk), cfg, sentinel_ref_ms=ref)
+
+    if measure_stream is not None:
+        by_key = {o.key: o for o in todo}
+        for key, m, info in measure_stream(dict(by_key), config, sentinel_ref_ms):
+            if key not in by_key or key in table.rows:
+                continue  # never an op twice, never one that was not asked for
+            if sentinel_ref_ms is None and info.get("sentinel_ref_ms"):
+                sentinel_ref_ms = float(info["sentinel_ref_ms"])
+                table.timing["sentinel_ref_ms"] = sentinel_ref_ms
+            table.add(by_key[key], m)
+            table.rows[key].update(info.get("row_fields", {}))
+            measured.append(key)
+            table.save(path)
+            if progress:
+                progress(done_before + len(measured), total)
+        return table, measured
 
     run_chunk = measure_chunk or local
     for start in range(0, len(todo), chunk_size):
