@@ -1,0 +1,611 @@
+"""Calibration of an emulated device (ONNX Runtime on this CPU) to a real device's published table.
+
+The emulator's numbers rank ops well (Spearman ~0.95 against a Pixel 1) but
+their *ratios* differ from the phone's: the phone pays far more for large
+activations and for depthwise convolutions than an x86 core with big caches.
+A single scale factor therefore leaves most ops off by more than 10 %.
+
+Here the mapping knows op structure. Every op is split into *components*
+(the 1x1 pointwise convs, the depthwise conv, the rest: SE, residual add,
+glue), each component is timed on the emulator, and analytic counts (MACs
+and bytes per component class) are computed. A small model, a linear
+combination of such features, is fitted on the K reference ops only
+(least squares on relative error, costs non-negative). The default model,
+``hybrid``, is::
+
+    phone_ms = a * t_pw + b * t_pw * log2(hw) + c * dw_MMACs + d * dw_MB + e * t_rest
+
+(emulator time of the pointwise convs with a spatial correction of either
+sign, the depthwise conv from its MACs and bytes because x86 depthwise
+kernels scale unlike a phone's, and the emulator's rest: SE, adds, glue).
+``model="auto"`` instead picks among :data:`MODELS` by leave-one-out error
+*on the K shots*. Nothing about the other reference ops enters the fit or the
+choice of model. (``hybrid`` was chosen as the default while developing
+against the two published phone tables; the fit of any run sees only its shots.)
+
+The K shots are chosen to span the space, deterministically from a seed: ops
+are grouped by position (input size, channels, stride); K groups are taken at
+even spacing over the sorted groups (seeded offset) and, inside each, kernel
+and expansion are cycled so that the shots cover every kernel and expansion.
+
+:func:`calibrate` returns the fitted :class:`Calibration` with its metrics on
+the unseen reference ops (Spearman, MAPE, share within 10 %) and on the LUT
+sums of random archs of the reference space. :class:`CalibratedLatency`
+predicts the reference device's latency (ms) for any op or arch from the
+emulator's timings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latbench.device import library_versions, now_iso
+from latbench.errors import LatbenchError, TableError
+from latbench.ops import OpSpec
+from latbench.predict.base import E2ECalibration, OpSumModel
+from latbench.table import LatencyTable, import_published
+
+#: candidate models: name -> (features, what it says about the device)
+MODELS: dict[str, tuple[tuple[str, ...], str]] = {
+    "scale": (("t",), "phone = a * emulator time (the naive baseline)"),
+    "components": (("pw", "dw", "other", "one"), "one scale per component class (pointwise, depthwise, rest) + offset"),
+    "components-spatial": (
+        ("pw", "pw_log_hw", "dw", "other"),
+        "component scales, pointwise cost growing with the spatial size (cache pressure)",
+    ),
+    "roofline": (("pw_mmacs", "dw_mmacs", "pw_mb", "dw_mb", "one"), "analytic: MACs and bytes per component class"),
+    "hybrid": (
+        ("pw", "pw_log_hw", "dw_mmacs", "dw_mb", "other"),
+        "emulator pointwise time (with spatial growth), analytic depthwise MACs and bytes, emulator rest",
+    ),
+    "hybrid-small": (("pw", "pw_log_hw", "dw_mmacs", "other"), "like hybrid, without the depthwise byte term"),
+}
+FEATURES = ("t", "pw", "pw_log_hw", "dw", "other", "pw_mmacs", "dw_mmacs", "pw_mb", "dw_mb", "one")
+STATS = ("median", "p25", "p10")
+
+
+# ------------------------------------------------------------------------ op structure
+def components(op: OpSpec) -> dict[str, OpSpec]:
+    """The separately timed parts of an op: ``pw_expand``, ``dw``, ``pw_project`` for an MBConv.
+
+    A 1x1 conv is one ``pw`` part, a depthwise conv one ``dw`` part; other ops
+    (stem conv, pools, classifier) have no parts: their whole time is "rest".
+    """
+    if op.type == "mbconv":
+        parts: dict[str, OpSpec] = {}
+        if op.expand != 1.0:
+            parts["pw_expand"] = OpSpec("conv", op.hw, op.cin, op.mid, kernel=1, act=op.act, batch=op.batch)
+        parts["dw"] = OpSpec(
+            "conv", op.hw, op.mid, op.mid, kernel=op.kernel, stride=op.stride, groups=op.mid, act=op.act, batch=op.batch
+        )
+        parts["pw_project"] = OpSpec("conv", op.hw_out, op.mid, op.cout, kernel=1, act="none", batch=op.batch)
+        return parts
+    return {}
+
+
+def _is_pointwise(op: OpSpec) -> bool:
+    return (op.type == "conv" and op.kernel == 1 and op.groups == 1) or op.type == "classifier"
+
+
+def _is_depthwise(op: OpSpec) -> bool:
+    return op.type == "conv" and op.groups == op.cin and op.groups > 1
+
+
+def op_features(op: OpSpec, t_op: float, part_ms: dict[str, float]) -> dict[str, float]:
+    """Features of one op from its emulator time ``t_op`` (ms) and its parts' times (ms).
+
+    ``pw``/``dw``/``other``: emulator ms of the pointwise parts, the depthwise
+    part and the rest; ``pw_log_hw``: ``pw * log2(input size)``; ``*_mmacs``:
+    millions of MACs; ``*_mb``: megabytes of activations and weights moved.
+    """
+    e = 4  # float32 bytes
+    pw = sum(v for k, v in part_ms.items() if k.startswith("pw"))
+    dw = part_ms.get("dw", 0.0)
+    if op.type == "mbconv":
+        hi, ho, mid = op.hw, op.hw_out, op.mid
+        pw_macs = (hi * hi * op.cin * mid if op.expand != 1.0 else 0) + ho * ho * mid * op.cout
+        dw_macs = ho * ho * op.kernel**2 * mid
+        pw_bytes = ((hi * hi * (op.cin + mid) + op.cin * mid) if op.expand != 1.0 else 0) * e
+        pw_bytes += (ho * ho * (mid + op.cout) + mid * op.cout) * e
+        dw_bytes = (hi * hi + ho * ho) * mid * e
+    elif _is_pointwise(op):
+        pw = t_op
+        pw_macs, dw_macs, pw_bytes, dw_bytes = op.macs, 0, op.memory_bytes, 0
+    elif _is_depthwise(op):
+        dw = t_op
+        pw_macs, dw_macs, pw_bytes, dw_bytes = 0, op.macs, 0, op.memory_bytes
+    else:  # full kxk conv (stem), pools, skip: counted with the dense-compute class, time as "rest"
+        pw_macs, dw_macs, pw_bytes, dw_bytes = op.macs, 0, op.memory_bytes, 0
+    other = max(t_op - pw - dw, 0.0)
+    return {
+        "t": t_op,
+        "pw": pw,
+        "pw_log_hw": pw * math.log2(max(op.hw, 1)),
+        "dw": dw,
+        "other": other,
+        "pw_mmacs": pw_macs / 1e6,
+        "dw_mmacs": dw_macs / 1e6,
+        "pw_mb": pw_bytes / 1e6,
+        "dw_mb": dw_bytes / 1e6,
+        "one": 1.0,
+    }
+
+
+def row_ms(row: dict[str, Any], stat: str = "p25") -> float:
+    """One number (ms) for a table row: its median, or a lower percentile of its samples.
+
+    On a machine shared with other work, contention only ever adds time, so a
+    lower percentile of the samples is closer to the op's own cost than the
+    median; rows without samples use their median.
+    """
+    samples = row.get("samples_ms")
+    if stat == "median" or not samples:
+        return float(row["median_ms"])
+    q = {"p25": 25, "p10": 10}[stat]
+    return float(np.percentile(np.asarray(samples, dtype=np.float64), q))
+
+
+# ------------------------------------------------------------------------ fitting
+#: features whose coefficient may be negative (a spatial correction of another term, not a cost of its own)
+SIGNED_FEATURES = ("pw_log_hw",)
+
+
+def fit_nnls_relative(x: np.ndarray, y: np.ndarray, signed: tuple[bool, ...] | None = None) -> np.ndarray:
+    """Coefficients minimising the squared *relative* error of ``x @ c`` against ``y``.
+
+    Every coefficient is >= 0 (each feature is a cost), except those flagged
+    in ``signed`` (corrections that may go either way).
+    """
+    from scipy.optimize import lsq_linear, nnls
+
+    w = 1.0 / np.maximum(y, 1e-9)
+    a, b = x * w[:, None], y * w
+    if not signed or not any(signed):
+        coef, _ = nnls(a, b)
+        return coef
+    lower = np.array([-np.inf if s else 0.0 for s in signed])
+    return np.asarray(lsq_linear(a, b, bounds=(lower, np.full(len(signed), np.inf))).x)
+
+
+def loo_error(x: np.ndarray, y: np.ndarray, signed: tuple[bool, ...] | None = None) -> float:
+    """Mean absolute relative error of leave-one-out predictions over the rows of ``x``."""
+    errs = []
+    for i in range(len(y)):
+        keep = np.arange(len(y)) != i
+        c = fit_nnls_relative(x[keep], y[keep], signed)
+        errs.append(abs(float(x[i] @ c) / y[i] - 1.0))
+    return float(np.mean(errs))
+
+
+def _group_key(op: OpSpec) -> tuple[Any, ...]:
+    return (op.type, op.hw, op.cin, op.cout, op.stride, op.se, op.act)
+
+
+def select_shots(ops: list[OpSpec], k: int, seed: int = 0) -> list[OpSpec]:
+    """``k`` ops spanning ``ops``: evenly spaced over position groups, cycling kernel and expansion.
+
+    Shots come from the op types with at least 3 ops (the searchable blocks):
+    a one-off op (stem, classifier) says little about the others. Deterministic
+    for a given ``seed`` (it moves the starting group and the kernel/expansion cycle).
+    """
+    if k < 1:
+        raise LatbenchError(f"--shots must be at least 1, got {k}")
+    if k > len(ops):
+        raise LatbenchError(f"asked for {k} shots but only {len(ops)} reference ops are shared with the table")
+    counts: dict[str, int] = {}
+    for op in ops:
+        counts[op.type] = counts.get(op.type, 0) + 1
+    pool = [o for o in ops if counts[o.type] >= 3]
+    if len(pool) < k:
+        pool = list(ops)
+    rng = np.random.default_rng(seed)
+    groups: dict[tuple[Any, ...], list[OpSpec]] = {}
+    for op in sorted(pool, key=lambda o: o.key):
+        groups.setdefault(_group_key(op), []).append(op)
+    order = sorted(groups, key=lambda g: (-g[1], g[2], g[3], g[4], str(g)))
+    kernels = sorted({o.kernel for o in pool})
+    expands = sorted({o.expand for o in pool})
+    k_off, e_off = int(rng.integers(len(kernels))), int(rng.integers(len(expands)))
+    start = float(rng.random())
+    n_groups = len(order)
+    positions = [int((start + i) * n_groups / k) % n_groups for i in range(k)]
+    chosen: list[OpSpec] = []
+    taken: set[str] = set()
+    for i, gi in enumerate(positions):
+        members = [o for o in groups[order[gi]] if o.key not in taken] or [o for o in pool if o.key not in taken]
+        # expansion alternates shot by shot, kernel steps every len(expands) shots: all combos are covered
+        want_e = expands[(i + e_off) % len(expands)]
+        want_k = kernels[(i // len(expands) + k_off) % len(kernels)]
+        members.sort(key=lambda o: (abs(o.expand - want_e), abs(o.kernel - want_k), o.key))
+        chosen.append(members[0])
+        taken.add(members[0].key)
+    return chosen
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    if len(a) < 3:
+        return float("nan")
+    return float(spearmanr(a, b)[0])
+
+
+def error_metrics(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
+    """Spearman, MAPE (%) and share within 10 % (%) of ``pred`` against ``ref``."""
+    rel = np.abs(pred / ref - 1.0)
+    return {
+        "n": len(ref),
+        "spearman": round(_spearman(pred, ref), 4),
+        "mape_pct": round(float(rel.mean() * 100), 2),
+        "within_10pct": round(float((rel <= 0.10).mean() * 100), 1),
+        "max_err_pct": round(float(rel.max() * 100), 1) if len(rel) else 0.0,
+    }
+
+
+@dataclass
+class Calibration:
+    """A fitted mapping from emulator features to a reference device's latency (ms)."""
+
+    model: str
+    features: tuple[str, ...]
+    coef: np.ndarray
+    stat: str = "p25"
+    shots: list[str] = field(default_factory=list)
+    loo_mape_pct: dict[str, float] = field(default_factory=dict)
+    reference: dict[str, Any] = field(default_factory=dict)
+    emulator: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+
+    def predict_features(self, feats: list[dict[str, float]]) -> np.ndarray:
+        x = np.array([[f[n] for n in self.features] for f in feats], dtype=np.float64)
+        return x @ self.coef
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "model_description": MODELS.get(self.model, ((), ""))[1],
+            "features": list(self.features),
+            "coefficients": [float(c) for c in self.coef],
+            "stat": self.stat,
+            "seed": self.seed,
+            "shots": list(self.shots),
+            "loo_mape_pct": self.loo_mape_pct,
+            "reference": self.reference,
+            "emulator": self.emulator,
+            "metrics": self.metrics,
+            "created": now_iso(),
+            "versions": library_versions(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Calibration:
+        try:
+            feats = tuple(d["features"])
+            coef = np.asarray(d["coefficients"], dtype=np.float64)
+        except (KeyError, TypeError) as exc:
+            raise LatbenchError(f"malformed calibration (missing {exc})") from None
+        unknown = set(feats) - set(FEATURES)
+        if unknown or len(coef) != len(feats):
+            raise LatbenchError(f"malformed calibration: features {sorted(unknown)} / {len(coef)} coefficients")
+        return cls(
+            model=str(d.get("model", "?")),
+            features=feats,
+            coef=coef,
+            stat=str(d.get("stat", "p25")),
+            shots=list(d.get("shots", [])),
+            loo_mape_pct=dict(d.get("loo_mape_pct", {})),
+            reference=dict(d.get("reference", {})),
+            emulator=dict(d.get("emulator", {})),
+            metrics=dict(d.get("metrics", {})),
+            seed=int(d.get("seed", 0)),
+        )
+
+
+# ------------------------------------------------------------------------ emulator timings
+class EmulatorTimes:
+    """Emulator milliseconds of ops and of their parts, from a table plus a parts table.
+
+    Parts (and ops) missing from the tables are measured on ``backend`` when
+    one is given (and saved to the parts table), else reported as missing.
+    """
+
+    def __init__(
+        self,
+        table: LatencyTable,
+        parts: LatencyTable | None,
+        stat: str = "p25",
+        backend: Any = None,
+        parts_path: Path | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        if stat not in STATS:
+            raise LatbenchError(f"unknown statistic {stat!r}; use one of {', '.join(STATS)}")
+        self.table = table
+        self.parts = parts
+        self.stat = stat
+        self.backend = backend
+        self.parts_path = parts_path
+        self.progress = progress
+
+    def ensure(self, ops: list[OpSpec]) -> None:
+        """Measure (with the backend) every op or part of ``ops`` that no table has yet."""
+        need = [o for o in ops if o.key not in self.table.rows and (self.parts is None or o.key not in self.parts.rows)]
+        for op in ops:
+            for part in components(op).values():
+                if part.key not in self.table.rows and (self.parts is None or part.key not in self.parts.rows):
+                    need.append(part)
+        need = list({o.key: o for o in need if o.type != "zero"}.values())
+        if not need:
+            return
+        if self.backend is None or self.parts_path is None:
+            names = ", ".join(o.key for o in need[:3])
+            raise TableError(f"emulator timings missing for {len(need)} op(s)/part(s), e.g. {names}")
+        from latbench.table import build_table
+
+        self.parts, _ = build_table(
+            self.backend,
+            need,
+            self.parts_path,
+            device=self.table.device,
+            resume=self.parts_path.exists(),
+            progress=self.progress,
+        )
+
+    def ms(self, op: OpSpec) -> float:
+        for t in (self.table, self.parts):
+            if t is not None and op.key in t.rows:
+                return row_ms(t.rows[op.key], self.stat)
+        raise TableError(f"no emulator timing for {op.key}")
+
+    def features(self, op: OpSpec) -> dict[str, float]:
+        return op_features(op, self.ms(op), {name: self.ms(p) for name, p in components(op).items()})
+
+
+# ------------------------------------------------------------------------ the calibration
+def load_reference(path: str | Path, fmt: str | None = None) -> LatencyTable:
+    """A reference table: a published YAML LUT (format guessed from its keys) or a latbench table."""
+    p = Path(path)
+    if p.suffix in (".yaml", ".yml"):
+        if fmt is None:
+            if not p.exists():
+                raise TableError(f"reference LUT not found: {p}")
+            head = p.read_text()[:20000]
+            fmt = "ofa" if "-se:" in head else "proxyless"
+        return import_published(p, fmt)
+    return LatencyTable.load(p)
+
+
+def fit_calibration(
+    feats: dict[str, dict[str, float]],
+    ref_ms: dict[str, float],
+    shots: list[str],
+    *,
+    model: str = "hybrid",
+    stat: str = "p25",
+    seed: int = 0,
+) -> Calibration:
+    """Fit on the ``shots`` keys only; ``model="auto"`` picks the candidate with the lowest LOO error on them."""
+    if model != "auto" and model not in MODELS:
+        raise LatbenchError(f"unknown calibration model {model!r}; known: auto, {', '.join(MODELS)}")
+    y = np.array([ref_ms[k] for k in shots], dtype=np.float64)
+    if (y <= 0).any():
+        raise LatbenchError("reference latencies must be positive")
+    candidates = list(MODELS) if model == "auto" else [model]
+    loo: dict[str, float] = {}
+    for name in candidates:
+        cols = MODELS[name][0]
+        if len(shots) <= len(cols) and model == "auto":
+            continue  # fewer shots than parameters: not identifiable
+        x = np.array([[feats[k][c] for c in cols] for k in shots], dtype=np.float64)
+        signed = tuple(c in SIGNED_FEATURES for c in cols)
+        loo[name] = round(100 * loo_error(x, y, signed), 3) if len(shots) > 1 else float("nan")
+    if not loo:
+        loo["scale"] = float("nan")
+    # lowest LOO error; among those within 0.5 points of it, the one with fewest features
+    best_err = (
+        min(v for v in loo.values() if not math.isnan(v)) if any(not math.isnan(v) for v in loo.values()) else 0.0
+    )
+    close = [n for n, v in loo.items() if math.isnan(v) or v <= best_err + 0.5]
+    chosen = min(close, key=lambda n: (len(MODELS[n][0]), loo[n] if not math.isnan(loo[n]) else 0.0))
+    cols = MODELS[chosen][0]
+    x = np.array([[feats[k][c] for c in cols] for k in shots], dtype=np.float64)
+    coef = fit_nnls_relative(x, y, tuple(c in SIGNED_FEATURES for c in cols))
+    return Calibration(
+        model=chosen, features=cols, coef=coef, stat=stat, shots=list(shots), loo_mape_pct=loo, seed=seed
+    )
+
+
+def calibrate(
+    table: LatencyTable,
+    reference: LatencyTable,
+    shots: int,
+    *,
+    backend: Any = None,
+    parts_path: Path | None = None,
+    seed: int = 0,
+    model: str = "hybrid",
+    stat: str = "p25",
+    n_archs: int = 200,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[Calibration, EmulatorTimes]:
+    """Fit ``table`` (emulator) to ``reference`` on ``shots`` reference ops; score on the rest and on archs."""
+    ref_ops = {k: OpSpec.from_dict(r["spec"]) for k, r in reference.rows.items()}
+    common = sorted((op for k, op in ref_ops.items() if k in table.rows and op.type != "zero"), key=lambda o: o.key)
+    if len(common) < shots + 3:
+        raise LatbenchError(
+            f"table {table.path or table.name} shares only {len(common)} op(s) with the reference "
+            f"{reference.path or reference.name}; build the table for the reference's space "
+            f"({reference.space} {reference.space_params or ''})"
+        )
+    emu = EmulatorTimes(table, None, stat=stat, backend=backend, parts_path=parts_path, progress=progress)
+    if parts_path is not None and parts_path.exists():
+        emu.parts = LatencyTable.load(parts_path)
+        emu.parts.check_same_device(table.fingerprint, "parts")
+    emu.ensure(common)
+    feats = {op.key: emu.features(op) for op in common}
+    ref_ms = {op.key: reference.latency(op) for op in common}
+    shot_ops = select_shots(common, shots, seed)
+    shot_keys = [o.key for o in shot_ops]
+    cal = fit_calibration(feats, ref_ms, shot_keys, model=model, stat=stat, seed=seed)
+    cal.reference = {
+        "name": reference.name,
+        "path": str(reference.path) if reference.path else None,
+        "fingerprint": reference.fingerprint_id,
+        "source": reference.source.get("origin") or reference.source.get("file"),
+        "sha256": reference.source.get("sha256"),
+        "description": reference.source.get("description", ""),
+        "space": reference.space,
+        "space_params": reference.space_params,
+    }
+    cal.emulator = {
+        "table": str(table.path) if table.path else table.name,
+        "table_hash": table.content_hash(),
+        "fingerprint": table.fingerprint_id,
+        "device": table.device,
+        "parts_table": str(parts_path) if parts_path else None,
+    }
+    cal.metrics = score(cal, feats, ref_ms, reference, n_archs=n_archs, seed=seed)
+    return cal, emu
+
+
+def score(
+    cal: Calibration,
+    feats: dict[str, dict[str, float]],
+    ref_ms: dict[str, float],
+    reference: LatencyTable,
+    *,
+    n_archs: int = 200,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Metrics on the reference ops the fit never saw, and on LUT sums of ``n_archs`` random archs.
+
+    Beside each figure: the naive baseline (one scale factor fitted on the
+    same shots) for comparison.
+    """
+    unseen = [k for k in ref_ms if k not in set(cal.shots)]
+    pred = dict(zip(ref_ms, cal.predict_features([feats[k] for k in ref_ms]), strict=True))
+    naive = fit_calibration(feats, ref_ms, cal.shots, model="scale")
+    pred_naive = dict(zip(ref_ms, naive.predict_features([feats[k] for k in ref_ms]), strict=True))
+    y = np.array([ref_ms[k] for k in unseen])
+    out: dict[str, Any] = {
+        "shots": len(cal.shots),
+        "unseen_ops": error_metrics(np.array([pred[k] for k in unseen]), y) if unseen else {},
+        "unseen_ops_naive_scale": error_metrics(np.array([pred_naive[k] for k in unseen]), y) if unseen else {},
+        "emulator_vs_reference_spearman": round(_spearman(np.array([feats[k]["t"] for k in unseen]), y), 4)
+        if unseen
+        else None,
+    }
+    archs = reference_archs(reference, set(ref_ms), n_archs, seed)
+    if archs:
+        from latbench.spaces import space_of
+
+        sums_ref, sums_pred, sums_naive = [], [], []
+        for a in archs:
+            keys = [o.key for o in space_of(a).ops_of(a)]
+            sums_ref.append(sum(ref_ms[k] for k in keys))
+            sums_pred.append(sum(pred[k] for k in keys))
+            sums_naive.append(sum(pred_naive[k] for k in keys))
+        out["arch_lut_sums"] = error_metrics(np.array(sums_pred), np.array(sums_ref))
+        out["arch_lut_sums_naive_scale"] = error_metrics(np.array(sums_naive), np.array(sums_ref))
+        out["arch_lut_sums"]["archs"] = len(archs)
+    return out
+
+
+def reference_archs(reference: LatencyTable, known: set[str], n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` random archs of the reference's space whose ops all have reference and emulator rows."""
+    if not reference.space or n <= 0:
+        return []
+    from latbench.spaces import get_space
+
+    try:
+        space = get_space(reference.space, **(reference.space_params or {}))
+    except LatbenchError:
+        return []
+    rng = np.random.default_rng(seed + 1000)
+    out = []
+    for _ in range(20 * n):
+        a = space.sample(rng)
+        if all(o.key in known for o in space.ops_of(a)):
+            out.append(a)
+            if len(out) == n:
+                break
+    return out
+
+
+# ------------------------------------------------------------------------ prediction
+class CalibratedLatency(OpSumModel):
+    """Predicts the reference device's latency (ms) of any op or arch from emulator timings.
+
+    ``emulator`` gives the emulator's times of ops and their parts (missing
+    ones are measured on its backend when it has one).
+    """
+
+    name = "calibrated"
+
+    def __init__(self, calibration: Calibration, emulator: EmulatorTimes, e2e: E2ECalibration | None = None) -> None:
+        self.cal = calibration
+        self.emulator = emulator
+        self.calibration = e2e or E2ECalibration()
+        digest = hashlib.sha256(
+            repr(
+                (
+                    calibration.features,
+                    [round(float(c), 9) for c in calibration.coef],
+                    calibration.emulator.get("table_hash"),
+                )
+            ).encode()
+        ).hexdigest()[:10]
+        ref = calibration.reference.get("fingerprint") or "reference"
+        self.fingerprint: dict[str, Any] = {
+            "id": f"calibrated-{ref}-{digest}",
+            "backend": "calibrated",
+            "settings": {
+                "model": calibration.model,
+                "reference": ref,
+                "emulator": calibration.emulator.get("fingerprint"),
+            },
+            "host": {"device": calibration.reference.get("description", "")},
+            "versions": library_versions(),
+        }
+
+    def predict_ops(self, ops: list[OpSpec]) -> np.ndarray:
+        ops = list(ops)
+        timed = [o for o in ops if o.type != "zero"]
+        self.emulator.ensure(timed)
+        out = np.zeros(len(ops))
+        feats = [self.emulator.features(o) for o in timed]
+        vals = self.cal.predict_features(feats) if feats else np.zeros(0)
+        j = 0
+        for i, o in enumerate(ops):
+            if o.type != "zero":
+                out[i] = vals[j]
+                j += 1
+        return out
+
+    def predicted_table(self, ops: list[OpSpec]) -> LatencyTable:
+        """A latency table of the reference device predicted for ``ops`` (rows marked ``predicted``)."""
+        ops = [o for o in {o.key: o for o in ops}.values() if o.type != "zero"]
+        ms = self.predict_ops(ops)
+        ref = self.cal.reference
+        t = LatencyTable(
+            fingerprint=self.fingerprint,
+            device={"name": f"calibrated-{ref.get('name', 'reference')}", "backend": "calibrated", "settings": {}},
+            space=self.emulator.table.space,
+            space_params=self.emulator.table.space_params,
+            source={"calibration": self.cal.to_dict(), "description": "predicted from emulator timings"},
+            name=f"calibrated/{self.emulator.table.space or 'ops'}",
+        )
+        for op, v in zip(ops, ms, strict=True):
+            t.add(
+                op,
+                {"median_ms": float(v), "iqr_ms": 0.0, "p90_ms": float(v), "n": 0, "noisy": False, "predicted": True},
+            )
+        return t

@@ -1,0 +1,244 @@
+"""Commands of the emulation part: ``latbench calibrate`` and ``latbench lut-check``."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from latbench import paths
+from latbench.cli.common import console, emit, open_device, out, progress_bar
+from latbench.errors import LatbenchError, TableError
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("calibrate")(calibrate_cmd)
+    app.command("lut-check")(lut_check)
+
+
+# ----------------------------------------------------------------------------- calibrate
+def _emulator_backend(table: Any) -> Any:
+    """The backend that made ``table``, rebuilt from its recorded settings; ``None`` when this is not that device."""
+    from latbench.backends import get_backend
+
+    dev = table.device or {}
+    name = dev.get("backend") or table.fingerprint.get("backend")
+    if not name or name in ("published", "calibrated"):
+        raise LatbenchError(f"table {table.path} was not measured on an emulator backend (it is {name!r})")
+    try:
+        backend = get_backend(name, **{k: v for k, v in (dev.get("settings") or {}).items() if v is not None})
+    except LatbenchError:
+        return None
+    if backend.fingerprint().id != table.fingerprint_id:
+        backend.close()
+        return None
+    return backend
+
+
+def calibrate_cmd(
+    table: Annotated[str, typer.Option(help="Emulator table (path or <device>/<space>), e.g. from mobile-1t.")],
+    reference: Annotated[
+        Path, typer.Option(help="Reference device's table: a published YAML LUT or a latbench table.")
+    ],
+    shots: Annotated[int, typer.Option(help="How many reference ops the fit may see.")] = 10,
+    out_path: Annotated[
+        Path | None, typer.Option("--out", help="Device profile TOML to write (devices/<name>.toml).")
+    ] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="Format of a YAML reference: proxyless or ofa.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the shot choice.")] = 0,
+    model: Annotated[str, typer.Option(help="hybrid, auto (leave-one-out on the shots) or a model name.")] = "hybrid",
+    stat: Annotated[str, typer.Option(help="Emulator number per row: p25, p10 or median.")] = "p25",
+    archs: Annotated[int, typer.Option(help="Random archs of the reference space to score LUT sums on.")] = 200,
+    parts: Annotated[Path | None, typer.Option(help="Table of op parts (made and resumed here when missing).")] = None,
+    write_table: Annotated[
+        Path | None, typer.Option(help="Also write the predicted reference-device table here.")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing --out profile.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fit emulated latencies to a real device's table on K reference ops; report accuracy on the unseen ones."""
+    from latbench.calibrate import CalibratedLatency, calibrate, load_reference
+    from latbench.device import DeviceProfile, now_iso
+    from latbench.table import LatencyTable
+
+    emu_table = LatencyTable.load(table)
+    ref = load_reference(reference, fmt)
+    if out_path is not None and out_path.exists() and not force:
+        raise LatbenchError(f"{out_path} exists; pass --force to overwrite it or choose another --out")
+    if out_path is not None and out_path.suffix != ".toml":
+        raise LatbenchError(f"--out must be a .toml device profile, got {out_path.name}")
+    if emu_table.path is None:
+        raise TableError(f"table {table} has no file")
+    parts_path = parts or emu_table.path.with_name(emu_table.path.stem + ".parts.json")
+    backend = _emulator_backend(emu_table)
+    with progress_bar("op parts", enabled=not as_json) as update:
+        cal, emu = calibrate(
+            emu_table,
+            ref,
+            shots,
+            backend=backend,
+            parts_path=parts_path,
+            seed=seed,
+            model=model,
+            stat=stat,
+            n_archs=archs,
+            progress=lambda done, total: update(done, total),
+        )
+    result: dict[str, Any] = {"calibration": cal.to_dict()}
+    if out_path is not None:
+        ref_name = ref.device.get("name") or "reference"
+        prof = DeviceProfile(
+            name=out_path.stem,
+            backend=emu_table.device.get("backend") or emu_table.fingerprint["backend"],
+            settings={k: v for k, v in (emu_table.device.get("settings") or {}).items() if v is not None},
+            fingerprint=emu_table.fingerprint,
+            description=f"{ref_name} emulated by {emu_table.device.get('name', '?')} ({cal.model} calibration, "
+            f"{len(cal.shots)} shots)",
+            created=now_iso(),
+            extra={"calibration": cal.to_dict()},
+        )
+        prof.save(out_path)
+        result["profile"] = str(out_path)
+    if write_table is not None:
+        model_ = CalibratedLatency(cal, emu)
+        t = model_.predicted_table(emu_table.specs())
+        t.save(write_table)
+        result["predicted_table"] = str(write_table)
+    if backend is not None:
+        backend.close()
+
+    def human() -> None:
+        m = cal.metrics
+        out.print(
+            f"model {cal.model}: {', '.join(f'{f}={c:.4g}' for f, c in zip(cal.features, cal.coef, strict=True))}"
+        )
+        out.print(
+            f"leave-one-out MAPE on the {len(cal.shots)} shots: "
+            + ", ".join(f"{k} {v:.1f}%" for k, v in cal.loo_mape_pct.items() if not math.isnan(v))
+        )
+        for label, key in (("unseen ops", "unseen_ops"), ("arch LUT sums", "arch_lut_sums")):
+            if m.get(key):
+                r, b = m[key], m.get(f"{key}_naive_scale", {})
+                out.print(
+                    f"{label:<14} n={r['n']:<4} Spearman {r['spearman']:.3f}  MAPE {r['mape_pct']:.1f}%  "
+                    f"within 10% {r['within_10pct']:.1f}%   (one scale factor: "
+                    f"MAPE {b.get('mape_pct', math.nan):.1f}%, within 10% {b.get('within_10pct', math.nan):.1f}%)"
+                )
+        for k in ("profile", "predicted_table"):
+            if k in result:
+                console.print(f"wrote {result[k]}")
+
+    emit(as_json, result, human)
+
+
+# ----------------------------------------------------------------------------- lut-check
+def call_overhead(backend: Any, config: Any) -> dict[str, Any] | None:
+    """Latency (ms) of an empty call on ``backend``: an Identity graph on ORT, ``nn.Identity`` on torch-cpu."""
+    from latbench.measure.harness import measure_runner
+
+    if backend.name.startswith("ort-"):
+        from latbench.backends.ort import empty_model_path
+
+        m = backend.measure(str(empty_model_path()), config)
+        what = "ONNX Runtime session call on an Identity graph (1x8 floats), IO binding"
+    elif backend.name == "torch-cpu":
+        import torch
+
+        from latbench.backends.torch_cpu import torch_module_runner
+
+        m = measure_runner(torch_module_runner(torch.nn.Identity(), torch.zeros(1, 8)), "empty", config)
+        what = "torch nn.Identity call under inference_mode"
+    else:
+        return None
+    return {"what": what, **m.summary()}
+
+
+def lut_check(
+    device: Annotated[str, typer.Option(help="Device profile or backend name.")],
+    space: Annotated[str, typer.Option(help="Search space.")] = "proxyless-mobile",
+    resolution: Annotated[int | None, typer.Option(help="Input resolution.")] = None,
+    width: Annotated[float | None, typer.Option(help="Width multiplier.")] = None,
+    n_archs: Annotated[int, typer.Option("--archs", help="Random archs to measure end to end.")] = 20,
+    table: Annotated[str | None, typer.Option(help="Table to sum (default: built or resumed for the device).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the arch sample.")] = 0,
+    min_time: Annotated[float | None, typer.Option(help="Seconds of timed calls per network.")] = None,
+    out_path: Annotated[Path | None, typer.Option("--out", help="Write the report (with raw samples) as JSON.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """LUT sum vs end-to-end latency on random archs, and the per-call overhead of the device (ms)."""
+    from latbench.cli.core import measure_archs, network_timing
+    from latbench.spaces import get_space
+    from latbench.table import LatencyTable, build_table, default_table_path
+
+    prof, backend = open_device(device)
+    s = get_space(space, resolution=resolution, width=width)
+    if table is not None:
+        t = LatencyTable.load(table)
+        t.check_same_device(backend.fingerprint().to_dict(), "sums for this device")
+    else:
+        path = default_table_path(prof.name, s.name, resolution)
+        with progress_bar(f"table {prof.name}/{s.name}", total=len(s.vocabulary), enabled=not as_json) as update:
+            t, _ = build_table(
+                backend,
+                s.vocabulary,
+                path,
+                device={"name": prof.name, "backend": prof.backend, "settings": backend.settings},
+                space=s.name,
+                space_params=s.params,
+                resume=path.exists(),
+                sentinel_ref_ms=prof.sentinel_ms,
+                progress=lambda done, total: update(done, total),
+            )
+    rng = np.random.default_rng(seed)
+    archs = [s.sample(rng) for _ in range(n_archs)]
+    sums = np.array([t.lut_sum(s.ops_of(a)) for a in archs])
+    config = network_timing(backend, None, min_time)
+    ms, info = measure_archs(backend, archs, config, t.sentinel_ref_ms or prof.sentinel_ms, progress=not as_json)
+    e2e = np.array([m.median for m in ms])
+    ratio = e2e / sums
+    rel = np.abs(sums / e2e - 1.0)
+    from latbench.calibrate import _spearman
+
+    overhead = call_overhead(backend, backend.timing)
+    n_ops = float(np.mean([len(s.ops_of(a)) for a in archs]))
+    report = {
+        "device": prof.name,
+        "fingerprint": backend.fingerprint().id,
+        "table": str(t.path),
+        "space": s.name,
+        "space_params": s.params,
+        "archs": n_archs,
+        "mean_ops_per_arch": n_ops,
+        "lut_sum_vs_e2e": {
+            "mape_pct": round(float(rel.mean() * 100), 2),
+            "within_10pct": round(float((rel <= 0.10).mean() * 100), 1),
+            "e2e_over_lut_median": round(float(np.median(ratio)), 4),
+            "e2e_over_lut_min": round(float(ratio.min()), 4),
+            "e2e_over_lut_max": round(float(ratio.max()), 4),
+            "spearman": round(_spearman(sums, e2e), 4),
+        },
+        "call_overhead": overhead,
+        "per_arch": [{"lut_sum_ms": round(float(a), 4), **m.summary()} for a, m in zip(sums, ms, strict=True)],
+        "timing": config.to_dict(),
+        "info": {k: v for k, v in info.items() if k != "remeasured"},
+    }
+    if out_path is not None:
+        paths.atomic_write_json(out_path, report)
+
+    def human() -> None:
+        r = report["lut_sum_vs_e2e"]
+        out.print(
+            f"{prof.name} ({report['fingerprint']}), {n_archs} archs of {s.name}: LUT sum vs end to end "
+            f"MAPE {r['mape_pct']:.1f}%, within 10% {r['within_10pct']:.0f}%, "
+            f"e2e/LUT median {r['e2e_over_lut_median']:.3f} [{r['e2e_over_lut_min']:.3f}, "
+            f"{r['e2e_over_lut_max']:.3f}], Spearman {r['spearman']:.3f}"
+        )
+        if overhead:
+            out.print(f"per-call overhead: {overhead['median_ms'] * 1000:.2f} us median ({overhead['what']})")
+
+    emit(as_json, report, human)
