@@ -1,0 +1,125 @@
+"""`train`: short real training of each sampled network on a real offline data set.
+
+The network is the small-image variant of the arch (:mod:`latbench.search.mnas.proxy`):
+same decisions, sized for ``resolution`` px inputs and the data set's classes.
+It is trained from scratch with SGD (Nesterov momentum, one-cycle learning
+rate, label smoothing) for ``epochs`` epochs or until ``max_seconds`` have
+passed, whichever comes first, and scored by top-1 accuracy on the validation
+split. Every trial is seeded from (search seed, trial id), so a resumed search
+trains the same networks the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from latbench.errors import LatbenchError
+from latbench.search.mnas.evaluators.base import Evaluator
+from latbench.search.mnas.evaluators.torch_util import cached_splits, torch_threads
+from latbench.search.mnas.proxy import describe_proxy, proxy_arch, proxy_space
+
+
+class TrainEvaluator(Evaluator):
+    """Validation accuracy after a short training run (per-trial time budget ``max_seconds``)."""
+
+    name = "train"
+    summary = "short real training on digits (or a user .npz), validation accuracy"
+    kind = "accuracy"
+
+    def __init__(
+        self,
+        *,
+        data: str = "digits",
+        resolution: int = 32,
+        width: float = 0.35,
+        epochs: float = 2.0,
+        batch_size: int = 64,
+        lr: float = 0.1,
+        weight_decay: float = 5e-5,
+        max_seconds: float = 30.0,
+        max_train: int | None = None,
+        threads: int | None = 1,
+        data_seed: int = 0,
+    ) -> None:
+        if epochs <= 0 or max_seconds <= 0:
+            raise LatbenchError("train evaluator: epochs and max_seconds must be > 0")
+        self.data = data
+        self.resolution = int(resolution)
+        self.width = float(width)
+        self.epochs = float(epochs)
+        self.batch_size = int(batch_size)
+        self.lr = float(lr)
+        self.weight_decay = float(weight_decay)
+        self.max_seconds = float(max_seconds)
+        self.max_train = None if max_train is None else int(max_train)
+        self.threads = threads
+        self.data_seed = int(data_seed)
+
+    def setup(self, problem: Any, seed: int) -> None:
+        super().setup(problem, seed)
+        self.splits = cached_splits(self.data, self.resolution, self.data_seed)
+        self.proxy = proxy_space(problem.space, self.resolution, self.width, self.splits.num_classes)
+
+    def evaluate_one(self, arch: dict[str, Any], trial: int) -> tuple[float, str]:
+        import torch
+        import torch.nn.functional as F
+
+        sp = self.splits
+        with torch_threads(self.threads), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed * 1_000_003 + trial)
+            net = self.proxy.build(proxy_arch(self.proxy, arch)).train()
+            x, y = sp.x_train, sp.y_train
+            if self.max_train is not None:
+                x, y = x[: self.max_train], y[: self.max_train]
+            n = len(y)
+            steps_per_epoch = math.ceil(n / self.batch_size)
+            total = max(1, round(self.epochs * steps_per_epoch))
+            opt = torch.optim.SGD(
+                net.parameters(), lr=self.lr, momentum=0.9, nesterov=True, weight_decay=self.weight_decay
+            )
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=total, pct_start=0.25)
+            t0 = time.perf_counter()
+            step = 0
+            cut = False
+            while step < total and not cut:
+                perm = torch.randperm(n)
+                for i in range(0, n, self.batch_size):
+                    b = perm[i : i + self.batch_size]
+                    loss = F.cross_entropy(net(x[b]), y[b], label_smoothing=0.1)
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"training loss became {loss.item()} at step {step}")
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    sched.step()
+                    step += 1
+                    if step >= total:
+                        break
+                    if time.perf_counter() - t0 > self.max_seconds:
+                        cut = True
+                        break
+            net.eval()
+            with torch.inference_mode():
+                pred = torch.cat([net(sp.x_valid[i : i + 256]).argmax(1) for i in range(0, len(sp.y_valid), 256)])
+            acc = float((pred == sp.y_valid).float().mean())
+        note = f"{step / steps_per_epoch:.2f} epochs" + (f" (cut at {self.max_seconds:g} s)" if cut else "")
+        return acc, note
+
+    def describe(self) -> dict[str, Any]:
+        d = {
+            "name": self.name,
+            "kind": self.kind,
+            "data": self.data,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "max_seconds": self.max_seconds,
+            "max_train": self.max_train,
+            "threads": self.threads,
+            "metric": "top-1 accuracy on the validation split",
+        }
+        if hasattr(self, "proxy"):
+            d["proxy_space"] = describe_proxy(self.proxy)
+        return d
