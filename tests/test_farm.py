@@ -205,6 +205,21 @@ def test_resume_measures_only_missing_rows(farm, tmp_path, capsys):
 
 
 @pytest.mark.ray
+def test_sampled_ops_and_timing_options_reach_the_nodes(farm, tmp_path, capsys):
+    path = tmp_path / "sampled.json"
+    rc, _, err = _run(
+        capsys, "table", "build", "--cluster", farm.address, "--device", "phone-b", "--sample", "6",
+        "--drift", "none", "--out", str(path), "--json",
+    )  # fmt: skip
+    assert rc == 0, err
+    table = LatencyTable.load(path)
+    assert len(table) == 6 and table.space == "sampled-6-seed0" and table.timing["drift"] == "none"
+    assert {r["drift_factor"] for r in table.rows.values()} == {1.0}
+    rc, _, err = _run(capsys, "table", "build", "--cluster", farm.address, "--device", "phone-b", "--drift", "bogus")
+    assert rc == 2 and "--drift must be one of" in err
+
+
+@pytest.mark.ray
 def test_bad_input_is_one_line_and_keeps_files(farm, tmp_path, capsys):
     assert main(["profile", "fake", "--set", "device=phone-c", "--name", "phone-c"]) == 0
     path = tmp_path / "c.json"

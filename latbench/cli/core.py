@@ -193,6 +193,11 @@ def table_build(
             out=out_path,
             resume=resume,
             as_json=as_json,
+            drift=drift,
+            min_time=min_time,
+            sample=sample,
+            seed=seed,
+            adaptive=adaptive,
         )
         return
     if len(device) != 1:

@@ -28,7 +28,7 @@ from latbench.errors import LatbenchError, TableError
 from latbench.farm import FarmError, resource_name
 from latbench.farm.cluster import FarmNode, connect, describe_offer, farm_nodes, nodes_serving
 from latbench.farm.node import DeviceWorker, measurement_of, profile_doc
-from latbench.measure.harness import TimingConfig
+from latbench.measure.harness import DRIFT_MODES, TimingConfig
 from latbench.measure.measurement import Measurement
 from latbench.ops import OpSpec
 from latbench.table import LatencyTable, build_table, default_table_path
@@ -299,10 +299,19 @@ def cluster_table_build(
     out: str | Path | None = None,
     resume: bool = False,
     as_json: bool = False,
+    drift: str | None = None,
+    min_time: float | None = None,
+    sample: int | None = None,
+    seed: int = 0,
+    adaptive: bool = False,
     wait_s: float = 60.0,
     log: Log | None = None,
 ) -> list[dict[str, Any]]:
     """Build the table of ``space`` for every device in ``devices`` on the Ray cluster at ``cluster``.
+
+    ``drift`` and ``min_time`` (seconds of timed calls per op) change the
+    devices' default timing as in a local build; ``sample`` measures ``sample``
+    op configs drawn across shapes (seeded) instead of the space.
 
     Everything that can be checked before touching the cluster is (profiles,
     space, existing files), then every device must have a node serving it, so a
@@ -321,12 +330,23 @@ def cluster_table_build(
         raise FarmError(
             "--out names one table file; with several --device values leave it out (tables/<device>/<space>.json)"
         )
-    s = get_space(space, resolution=resolution, width=width)
-    ops = s.vocabulary
+    if adaptive:
+        raise FarmError("--adaptive is not sharded (it fits a model between rounds); grow the sampled table locally")
+    if sample is not None:
+        from latbench.predict.sampling import sample_ops
+
+        ops = sample_ops(sample, seed=seed)
+        space_name, space_params = f"sampled-{sample}-seed{seed}", None
+    else:
+        s = get_space(space, resolution=resolution, width=width)
+        ops = s.vocabulary
+        space_name, space_params = s.name, s.params
+    if drift is not None and drift not in DRIFT_MODES:
+        raise FarmError(f"--drift must be one of {', '.join(DRIFT_MODES)}, got {drift!r}")
     profiles = [load_profile(d) for d in devices]
     targets: list[tuple[DeviceProfile, Path, str | None]] = []
     for prof in profiles:
-        path = Path(out) if out is not None else default_table_path(prof.name, s.name, resolution)
+        path = Path(out) if out is not None else default_table_path(prof.name, space_name, resolution)
         existing_id = None
         if path.exists():
             if not resume:
@@ -369,13 +389,19 @@ def cluster_table_build(
                     f"fingerprint {pool.expected_id}"
                 )
             outcomes: dict[str, Any] = {}
-            prog, updates = _progress([f"table {p.name}/{s.name}" for p, _, _ in targets], enabled=not as_json)
+            prog, updates = _progress([f"table {p.name}/{space_name}" for p, _, _ in targets], enabled=not as_json)
 
             def run(prof: DeviceProfile, path: Path) -> None:
                 pool = pools[prof.name]
                 try:
+                    remote = pool.remote_device(ops)
+                    config = remote.timing
+                    if drift:
+                        config = config.with_(drift=drift)
+                    if min_time:
+                        config = config.with_(min_run_time_s=min_time)
                     outcomes[prof.name] = build_table(
-                        pool.remote_device(ops),
+                        remote,
                         ops,
                         path,
                         device={
@@ -383,11 +409,12 @@ def cluster_table_build(
                             "backend": prof.backend,
                             "settings": pool.workers[0].identity["settings"],
                         },
-                        space=s.name,
-                        space_params=s.params,
+                        space=space_name,
+                        space_params=space_params,
                         resume=resume,
+                        config=config,
                         sentinel_ref_ms=prof.sentinel_ms,
-                        progress=updates[f"table {prof.name}/{s.name}"],
+                        progress=updates[f"table {prof.name}/{space_name}"],
                         measure_stream=pool.stream,
                     )
                 except BaseException as exc:  # handed to the main thread
