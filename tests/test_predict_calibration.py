@@ -1,0 +1,118 @@
+"""End-to-end calibration, accuracy metrics, and `predictor train|eval` on the fake device."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from latbench.errors import LatbenchError
+from latbench.predict.calibration import fit_calibration
+from latbench.predict.evaluate import accuracy
+
+from .conftest import PIXEL1_YAML, run_cli
+
+
+def test_fit_calibration_recovers_scale_and_offset() -> None:
+    x = np.array([10.0, 12.0, 15.0, 19.0, 25.0, 31.0])
+    cal = fit_calibration(x, 1.25 * x + 3.5)
+    assert cal.scale == pytest.approx(1.25) and cal.offset_ms == pytest.approx(3.5)
+    few = fit_calibration(x[:2], 1.1 * x[:2])  # too few networks for an offset: scale only
+    assert few.offset_ms == 0.0 and few.scale == pytest.approx(1.1)
+    neg = fit_calibration(x, 1.5 * x - 4.0)  # a negative offset is not glue: scale only
+    assert neg.offset_ms == 0.0 and 1.2 < neg.scale < 1.5
+    with pytest.raises(LatbenchError, match="positive"):
+        fit_calibration([1.0, -1.0], [1.0, 1.0])
+
+
+def test_accuracy_numbers() -> None:
+    m = np.array([10.0, 20.0, 30.0, 40.0])
+    p = np.array([10.4, 21.5, 30.0, 47.0])  # 4%, 7.5%, 0%, 17.5%
+    acc = accuracy(p, m)
+    assert acc["within_5"] == 0.5 and acc["within_10"] == 0.75
+    assert acc["mape"] == pytest.approx((0.04 + 0.075 + 0 + 0.175) / 4)
+    assert acc["rmse_ms"] == pytest.approx(np.sqrt((0.16 + 2.25 + 0 + 49) / 4))
+    assert acc["spearman"] == pytest.approx(1.0) and acc["kendall"] == pytest.approx(1.0)
+    assert acc["max_rel_error"] == pytest.approx(0.175)
+
+
+def _setup(capsys, tmp_path: Path) -> None:
+    assert run_cli(capsys, "profile", "fake", "--name", "fk")[0] == 0
+    assert run_cli(capsys, "table", "build", "--device", "fk", "--space", "proxyless-mobile")[0] == 0
+    assert run_cli(capsys, "table", "build", "--device", "fk", "--sample", "120", "--out", tmp_path / "s.json")[0] == 0
+    code = run_cli(
+        capsys, "space", "sample", "proxyless-mobile", "--n", "12", "--seed", "9", "--out", tmp_path / "a.jsonl"
+    )
+    assert code[0] == 0
+
+
+def test_train_calibrate_eval_end_to_end(home: Path, capsys, tmp_path: Path) -> None:
+    _setup(capsys, tmp_path)
+    code, out, err = run_cli(
+        capsys,
+        "predictor",
+        "train",
+        "--table",
+        "fk/proxyless-mobile",
+        "--table",
+        tmp_path / "s.json",
+        "--model",
+        "gbm",
+        "--calib-archs",
+        "6",
+        "--cv-folds",
+        "3",
+        "--json",
+    )
+    assert code == 0, err
+    doc = json.loads(out)
+    path = Path(doc["path"])
+    assert path == home / "predictors" / "fk" / "proxyless-mobile-gbm.json" and path.exists()
+    # the fake device adds 0.005 ms of glue per op: calibration finds a positive offset
+    assert doc["calibration"]["offset_ms"] > 0 and doc["metrics"]["calibration_in_sample"]["mape"] < 0.01
+    saved = json.loads(path.read_text())
+    assert saved["calibration"]["archs"] == 6 and len(saved["calibration"]["measured_ms"]) == 6
+    assert saved["training"]["rows"] == 190 and saved["metrics"]["archs_vs_lut_sum"]["archs"] == 1000
+    code, out, err = run_cli(capsys, "predictor", "train", "--table", "fk/proxyless-mobile", "--model", "lut", "--json")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "predictor", "train", "--table", "fk/proxyless-mobile", "--model", "lut")
+    assert code == 2 and "exists; pass --force" in err
+    code, out, err = run_cli(
+        capsys,
+        "predictor",
+        "eval",
+        "fk/proxyless-mobile-gbm",
+        "fk/proxyless-mobile-lut",
+        "--archs",
+        tmp_path / "a.jsonl",
+        "--device",
+        "fk",
+        "--retest",
+        "--out",
+        tmp_path / "ev",
+        "--json",
+    )
+    assert code == 0, err
+    res = json.loads(out)
+    assert set(res["models"]) == {"gbm", "lut"} and res["n_archs"] == 12
+    for r in res["models"].values():
+        assert r["n"] == 12 and {"rmse_ms", "mape", "within_5", "within_10", "spearman", "kendall"} <= set(r)
+    # the uncalibrated LUT misses the glue; the calibrated model does not
+    assert res["models"]["lut"]["bias"] < -0.005 < res["models"]["gbm"]["bias"] + 0.005
+    assert res["models"]["gbm"]["within_5"] == 1.0
+    assert res["retest"]["within_5"] == 1.0  # the fake device repeats itself
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert len(summary["measured_ms"]) == 12 and summary["fingerprint"].startswith("fake-")
+    png = (tmp_path / "ev" / "scatter.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_calibration_needs_a_measurable_device(home: Path, capsys, need_luts: None, tmp_path: Path) -> None:
+    table = tmp_path / "pixel1.json"
+    assert run_cli(capsys, "table", "import", PIXEL1_YAML, "--format", "proxyless", "--out", table)[0] == 0
+    code, _, err = run_cli(capsys, "predictor", "train", "--table", table, "--model", "linear", "--calib-archs", "3")
+    assert code == 2 and err.count("\n") == 1
+    code, _, err = run_cli(capsys, "predictor", "train", "--table", table, "--model", "nope")
+    assert code == 2 and "unknown model 'nope'" in err
