@@ -105,7 +105,7 @@ def test_flops_linear_recovers_a_line() -> None:
 
 def test_unseen_op_type_is_one_clear_error(space_table: LatencyTable) -> None:
     m = fit_model("linear", [space_table])
-    with pytest.raises(LatbenchError, match="not trained on op type.*sep_conv"):
+    with pytest.raises(LatbenchError, match=r"not trained on op type.*sep_conv"):
         m.predict_ops([OpSpec("sep_conv", 16, 16, 16, kernel=3)])
 
 
@@ -132,7 +132,7 @@ def test_any_sklearn_regressor_plugs_in(sampled_table: LatencyTable) -> None:
     from sklearn.neighbors import KNeighborsRegressor
 
     m = fit_model("knn", [sampled_table], regressor=KNeighborsRegressor(n_neighbors=3))
-    ops, ms = table_rows([sampled_table])
+    ops, _ = table_rows([sampled_table])
     pred = m.predict_ops(ops[:20])
     assert np.all(pred > 0) and not m.saveable()
     with pytest.raises(LatbenchError, match="cannot save regressor KNeighborsRegressor"):
