@@ -118,8 +118,15 @@ def save_predictor(model: Any, path: str | Path) -> Path:
     """Write ``model`` to ``path`` atomically as a predictor JSON; returns the path."""
     doc = _clean(predictor_doc(model))
     target = Path(path)
-    paths.atomic_write_json(target, doc)
+    paths.atomic_write_text(target, dumps_predictor(doc))
     return target
+
+
+def dumps_predictor(doc: dict[str, Any]) -> str:
+    """The document as text: metadata indented for people, the (large) model state on one compact line."""
+    head = json.dumps({k: v for k, v in doc.items() if k != "state"}, indent=1, allow_nan=False)
+    state = json.dumps(doc["state"], separators=(",", ":"), allow_nan=False)
+    return head[: -len("\n}")] + ',\n "state": ' + state + "\n}\n"
 
 
 def default_predictor_path(device_name: str, space: str | None, model_name: str) -> Path:
