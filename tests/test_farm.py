@@ -1,10 +1,11 @@
 """Device farm on Ray (issue 8): a real local Ray cluster, the deterministic fake backend standing for phones.
 
-The cluster (module fixture) is a head node and four worker node processes:
-two serving ``phone-a``, one serving ``phone-b`` and one that offers ``phone-a``
-but whose host profile is another phone (``phone-z``): its fingerprint does not
-match and every build must refuse it. ``phone-a`` sleeps its simulated time,
-so a node can be killed in the middle of a build.
+The cluster (module fixture) is a head node and six worker node processes:
+two serving ``phone-a``, one serving ``phone-b``, one that offers ``phone-a``
+but whose host profile is another phone (``phone-z``: its fingerprint does not
+match and every build must refuse it), and two plain one-CPU nodes for search
+trials. ``phone-a`` sleeps its simulated time, so a node can be killed in the
+middle of a build.
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 
 from latbench.backends import get_backend
 from latbench.cli import main
 from latbench.device import DeviceProfile, load_profile
+from latbench.farm import FarmError
+from latbench.search.mnas.history import History
 from latbench.spaces import get_space
 from latbench.table import LatencyTable, build_table
 
@@ -96,6 +100,9 @@ def farm(tmp_path_factory):
             "a2": cluster.add_node(num_cpus=0, resources=node_resources([pa])),
             "b1": cluster.add_node(num_cpus=0, resources=node_resources([pb])),
             "z1": cluster.add_node(num_cpus=0, resources=node_resources([pa]), env_vars=node_env([impostor])),
+            # two plain compute nodes (one CPU each) for search trials
+            "c1": cluster.add_node(num_cpus=1),
+            "c2": cluster.add_node(num_cpus=1),
         }
         ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
         ids = {name: n.node_id for name, n in nodes.items()}
@@ -130,7 +137,8 @@ def test_farm_status_lists_devices_nodes_and_fingerprints(farm, capsys):
     assert by_node[farm.ids["z1"]]["fingerprint"] == get_backend("fake", device="phone-z").fingerprint().id
     assert by_node[farm.ids["z1"]]["matches_profile"] is False
     assert by_node[farm.ids["z1"]]["profile_source"] == "node"
-    assert data["cluster"]["nodes"] == 5 and data["cluster"]["plain_nodes"] == 1  # the head offers no device
+    assert data["cluster"]["nodes"] == 7 and data["cluster"]["plain_nodes"] == 3  # head + 2 compute nodes
+    assert data["cluster"]["cpus"] == 2
 
 
 @pytest.mark.ray
@@ -270,6 +278,63 @@ def test_join_starts_a_node_serving_the_device(farm, tmp_path, capsys):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.ray
+def test_remote_trials_equal_local_trials_and_fill_every_worker(farm, tmp_path):
+    """Trials are seeded by (seed, trial id): a trial's accuracy must not depend on the worker that ran it."""
+    from latbench.farm.search import RayExecutor, cluster_executor
+    from latbench.predict.lut import TableLatency
+    from latbench.search.mnas import make_evaluator, make_problem
+    from latbench.search.mnas.evaluators.base import ArchBatch
+
+    space = get_space("proxyless-mobile")
+    table, _ = build_table(get_backend("fake"), space.vocabulary, tmp_path / "t.json")
+    problem = make_problem(space, TableLatency(table).compile(space), 20.0)
+    opts = {"max_train": 160, "epochs": 1}
+    idx = space.sample_indices(np.random.default_rng(7), 2)
+    batch = ArchBatch(space, idx, np.array([10, 11]), problem.latency.predict_indices(idx))
+    with cluster_executor(farm.address) as factory:
+        ex = factory(make_evaluator("train", opts), problem, 5)
+        assert ex.capacity == 2 and ex.resources == {"num_cpus": 1.0, "num_gpus": 0.0}
+        ex.submit(batch)
+        got: dict[int, float] = {}
+        while len(got) < 2:
+            for sub, res in ex.collect():
+                got.update(zip(sub.trials.tolist(), res.accuracy.tolist(), strict=True))
+        assert set(ex.trials_by_node) == {farm.ids["c1"], farm.ids["c2"]}  # both workers took trials
+        with pytest.raises(FarmError, match="less than one trial needs"):
+            RayExecutor(farm.ray, make_evaluator("train", opts), problem, 5, num_cpus=4)
+    local = make_evaluator("train", opts)
+    local.setup(problem, 5)
+    want = local.evaluate(batch)
+    for trial, acc in zip(batch.trials.tolist(), want.accuracy.tolist(), strict=True):
+        assert got[trial] == pytest.approx(acc, abs=1e-6) and 0.0 < acc <= 1.0
+
+
+@pytest.mark.ray
+def test_search_mnas_cluster_runs_train_trials_on_every_worker(farm, tmp_path, capsys):
+    table = tmp_path / "fake-proxyless.json"
+    build_table(get_backend("fake"), get_space("proxyless-mobile").vocabulary, table, space="proxyless-mobile")
+    rc, out, err = _run(
+        capsys, "search", "mnas", "--table", str(table), "--target", "20ms", "--strategy", "evolution",
+        "--population", "2", "--evaluator", "train", "--evaluator-opt", "max_train=160", "--epochs", "1",
+        "--trials", "4", "--no-measure", "--no-onnx", "--out", str(tmp_path / "runs"), "--run-id", "farm",
+        "--cluster", farm.address,
+    )  # fmt: skip
+    assert rc == 0, err
+    assert "trials   4 (0 failed)" in out
+    assert "2 trial(s) at once on the cluster" in err and "4 trial(s) ran on 2 node(s), 0 lost" in err
+    a = History.from_csv(get_space("proxyless-mobile"), (tmp_path / "runs/farm/history.csv").read_text()).arrays()
+    assert len(a["trial"]) == 4 and ((a["accuracy"] > 0) & (a["accuracy"] <= 1)).all()
+    assert "trial(s) ran on 2 node(s), 0 lost" in err
+    # bad input: a learning screen cannot be farmed out, a cluster without CPUs for trials
+    rc, _, err = _run(
+        capsys, "search", "mnas", "--table", str(table), "--target", "20ms", "--evaluator", "train",
+        "--acc-predictor", "--trials", "2", "--out", str(tmp_path / "runs"), "--cluster", farm.address,
+    )  # fmt: skip
+    assert rc == 2 and "--acc-predictor" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["farm"]  # refused before a run folder
 
 
 @pytest.mark.ray

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -73,6 +74,9 @@ def mnas(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Folder of run folders (default ./runs).")] = None,
     run_id: Annotated[str | None, typer.Option(help="Name of the run folder.")] = None,
     resume: Annotated[str | None, typer.Option(help="Run folder (or id under --out) to go on with.")] = None,
+    cluster: Annotated[
+        str | None, typer.Option(help="Ray cluster address (or 'auto'): trials run as Ray tasks on its workers.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Search archs maximising ACC * (LAT/T)^w on a device; writes runs/<run-id>/ (resumable)."""
@@ -92,6 +96,14 @@ def mnas(
     for key, value in (("data", data), ("epochs", epochs), ("max_seconds", trial_seconds)):
         if value is not None:
             e_opts[key] = value
+    farm = contextlib.ExitStack()  # --cluster: connected to Ray for the whole run
+    executor_factory = None
+    if cluster is not None:
+        from latbench.cli.common import console
+        from latbench.farm.search import cluster_executor
+
+        log = None if as_json else lambda m: console.print(f"farm: {m}", markup=False, soft_wrap=True)
+        executor_factory = farm.enter_context(cluster_executor(cluster, log=log, acc_predictor=acc_predictor))
     try:
         res = run(
             space=space,
@@ -123,6 +135,7 @@ def mnas(
             run_id=run_id,
             resume=resume,
             progress=not as_json,
+            executor_factory=executor_factory,
         )
     except RunInterrupted as exc:
         print(
@@ -131,6 +144,8 @@ def mnas(
             file=sys.stderr,
         )
         raise SystemExit(130) from None
+    finally:
+        farm.close()
 
     target_ms = res.config["args"]["target_ms"]
     data_out = {

@@ -367,7 +367,7 @@ def cluster_table_build(
         if log is not None:
             log(msg)
         elif not as_json:
-            console.print(f"farm: {msg}", markup=False)
+            console.print(f"farm: {msg}", markup=False, soft_wrap=True)
 
     results: list[dict[str, Any]] = []
     with connect(cluster) as ray:

@@ -247,11 +247,14 @@ def run(
     resume: str | os.PathLike[str] | None = None,
     progress: bool = True,
     checkpoint_every_s: float = 10.0,
+    executor_factory: Any = None,
 ) -> RunResult:
     """Search and write a run folder; see the module docstring. Latency in ms, ``max_memory_mb`` in MB.
 
     ``generations`` (evolution): ``trials = population * (generations + 1)``,
     Once-for-All's budget (100 * 501 with the defaults).
+    ``executor_factory(evaluator, problem, seed) -> Executor`` runs the trials
+    elsewhere (``latbench.farm.search.cluster_executor``: Ray tasks on a cluster).
     """
     from latbench.search.sources import resolve_latency_source
 
@@ -385,6 +388,7 @@ def run(
         history=history,
         on_checkpoint=writer.checkpoint,
         checkpoint_every_s=checkpoint_every_s,
+        executor=executor_factory(ev, problem, args["seed"]) if executor_factory is not None else None,
     )
     writer.history = engine.history
     engine.setup()
