@@ -116,3 +116,50 @@ def test_calibration_needs_a_measurable_device(home: Path, capsys, need_luts: No
     assert code == 2 and err.count("\n") == 1
     code, _, err = run_cli(capsys, "predictor", "train", "--table", table, "--model", "nope")
     assert code == 2 and "unknown model 'nope'" in err
+
+
+def test_calibrate_from_measured_archs(home: Path, capsys, tmp_path: Path) -> None:
+    _setup(capsys, tmp_path)
+    code, _, err = run_cli(
+        capsys, "measure", "--device", "fk", "--arch", tmp_path / "a.jsonl", "--out", tmp_path / "m.json"
+    )
+    assert code == 0, err
+    code, out, err = run_cli(
+        capsys,
+        "predictor",
+        "train",
+        "--table",
+        "fk/proxyless-mobile",
+        "--model",
+        "lut",
+        "--calib-from",
+        tmp_path / "m.json",
+        "--out",
+        tmp_path / "p.json",
+        "--json",
+    )
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["calibration"]["offset_ms"] > 0 and doc["metrics"]["calibration_in_sample"]["n"] == 12
+    saved = json.loads((tmp_path / "p.json").read_text())
+    assert saved["calibration"]["from"] == str(tmp_path / "m.json")
+    # measurements of another device are refused
+    assert run_cli(capsys, "profile", "fake", "--name", "fk2", "--set", "device=elsewhere")[0] == 0
+    code, _, err = run_cli(
+        capsys, "measure", "--device", "fk2", "--arch", tmp_path / "a.jsonl", "--out", tmp_path / "m2.json"
+    )
+    assert code == 0, err
+    code, _, err = run_cli(
+        capsys,
+        "predictor",
+        "train",
+        "--table",
+        "fk/proxyless-mobile",
+        "--model",
+        "lut",
+        "--calib-from",
+        tmp_path / "m2.json",
+        "--out",
+        tmp_path / "p2.json",
+    )
+    assert code == 2 and "was measured on fake-" in err and err.count("\n") == 1

@@ -38,6 +38,9 @@ def predictor_train(
     calib_archs: Annotated[
         int, typer.Option(help="Measure K random archs end to end to fit the glue (needs the device).")
     ] = 0,
+    calib_from: Annotated[
+        Path | None, typer.Option(help="Calibrate on archs already measured (a `latbench measure --arch --out` file).")
+    ] = None,
     device: Annotated[str | None, typer.Option(help="Device to calibrate on (default: the table's device).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for the regressor, cross-validation and calibration archs.")] = 0,
     cv_folds: Annotated[int, typer.Option(help="Folds of the out-of-sample op metrics.")] = 5,
@@ -73,6 +76,7 @@ def predictor_train(
         sentinel_ref_ms=sentinel,
         cv_folds=cv_folds,
         progress=not as_json,
+        calib_from=str(calib_from) if calib_from else None,
     )
     target = out_path or default_predictor_path(dev_name, m.meta.get("space"), model)
     if target.exists() and not force:
@@ -95,9 +99,9 @@ def predictor_train(
             out.print("  " + _metric_line("ops (CV)", metrics["ops"]))
         if "archs_vs_lut_sum" in metrics:
             out.print("  " + _metric_line("archs vs LUT", metrics["archs_vs_lut_sum"]))
-        if calib_archs:
-            c = m.calibration
-            out.print(f"  calibration on {calib_archs} measured archs: {c.scale:.4f} x op sum + {c.offset_ms:.3f} ms")
+        if calib_archs or calib_from:
+            c, k = m.calibration, m.meta["calibration_fit"]["archs"]
+            out.print(f"  calibration on {k} measured archs: {c.scale:.4f} x op sum + {c.offset_ms:.3f} ms")
             out.print("  " + _metric_line("calib (in-sample)", metrics["calibration_in_sample"]))
 
     emit(as_json, result, human)

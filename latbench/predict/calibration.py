@@ -11,6 +11,8 @@ them end to end on a backend and sets the model's
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -51,6 +53,46 @@ def calibration_archs(space: SearchSpace, k: int, seed: int) -> list[Arch]:
     return [space.from_indices(i) for i in space.sample_indices(rng, k)]
 
 
+def calibrate_on(model: Any, archs: list[Arch], measured_ms: Any, *, with_offset: bool | None = None) -> dict[str, Any]:
+    """Fit ``model.calibration`` to archs already measured end to end (ms); returns the fit record."""
+    measured = np.asarray(measured_ms, dtype=np.float64)
+    if len(archs) != len(measured) or not len(archs):
+        raise LatbenchError("calibration needs one measured latency per arch")
+    model.calibration = E2ECalibration()
+    model.__dict__.pop("_compiled", None)
+    sums = np.asarray(model.predict_archs(archs), dtype=np.float64)
+    cal = fit_calibration(sums, measured, with_offset=with_offset)
+    model.calibration = cal
+    model.__dict__.pop("_compiled", None)
+    after = np.asarray(model.predict_archs(archs), dtype=np.float64)
+    return {
+        "archs": len(archs),
+        "op_sum_ms": sums.tolist(),
+        "measured_ms": measured.tolist(),
+        "before": accuracy(sums, measured),
+        "after_in_sample": accuracy(after, measured),
+        **cal.to_dict(),
+    }
+
+
+def load_measurements(path: str | Path) -> tuple[list[Arch], np.ndarray, str]:
+    """Archs, median ms and device fingerprint id from a ``latbench measure --arch ... --out`` file."""
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text())
+        rows = doc["results"]
+        archs = [r["arch"] for r in rows]
+        ms = np.array([float(r["median_ms"]) for r in rows])
+        fp = str(doc["fingerprint"])
+    except FileNotFoundError:
+        raise LatbenchError(f"measurement file not found: {p}") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise LatbenchError(f"{p}: not a `latbench measure --out` file ({type(exc).__name__}: {exc})") from None
+    if not archs or not all(isinstance(a, dict) for a in archs):
+        raise LatbenchError(f"{p}: has no measured archs (ONNX measurements cannot calibrate)")
+    return archs, ms, fp
+
+
 def calibrate(
     model: Any,
     backend: Any,
@@ -73,22 +115,11 @@ def calibrate(
         raise LatbenchError(f"--calib-archs must be >= 1, got {k}")
     archs = calibration_archs(space, k, seed)
     ms, info = measure_archs(backend, archs, network_timing(backend, None, None), sentinel_ref_ms, progress=progress)
-    measured = np.array([m.median for m in ms])
-    model.calibration = E2ECalibration()
-    sums = np.asarray(model.predict_archs(archs), dtype=np.float64)
-    cal = fit_calibration(sums, measured, with_offset=with_offset)
-    model.calibration = cal
-    model.__dict__.pop("_compiled", None)
-    after = np.asarray(model.predict_archs(archs), dtype=np.float64)
+    fit = calibrate_on(model, archs, [m.median for m in ms], with_offset=with_offset)
     return {
-        "archs": k,
+        **fit,
         "seed": seed,
         "space": space.name,
         "space_params": space.params,
-        "op_sum_ms": sums.tolist(),
-        "measured_ms": measured.tolist(),
         "measure_info": {kk: v for kk, v in info.items() if kk != "remeasured"},
-        "before": accuracy(sums, measured),
-        "after_in_sample": accuracy(after, measured),
-        **cal.to_dict(),
     }

@@ -16,7 +16,7 @@ import numpy as np
 
 from latbench.device import library_versions, now_iso
 from latbench.errors import LatbenchError
-from latbench.predict.calibration import calibrate
+from latbench.predict.calibration import calibrate, calibrate_on, load_measurements
 from latbench.predict.evaluate import accuracy
 from latbench.predict.models import cross_val_predict_ops, fit_model, table_rows
 from latbench.spaces import SPACES, SearchSpace, get_space
@@ -62,8 +62,12 @@ def train_predictor(
     sentinel_ref_ms: float | None = None,
     cv_folds: int = 5,
     progress: bool = True,
+    calib_from: str | None = None,
 ) -> Any:
     """Fit ``model_name`` on ``tables``, score it out of sample, calibrate on ``calib_archs`` measured networks.
+
+    ``calib_from`` calibrates on networks already measured on the table's device
+    instead (a ``latbench measure --arch ... --out`` file).
 
     The returned model carries ``meta`` (device, versions, space, training
     provenance, metrics, calibration fit) that :func:`~latbench.predict.io.save_predictor` writes.
@@ -124,6 +128,17 @@ def train_predictor(
         },
         "metrics": metrics,
     }
+    if calib_from is not None:
+        if calib_archs:
+            raise LatbenchError("give --calib-archs or --calib-from, not both")
+        archs, measured, fp_id = load_measurements(calib_from)
+        if fp_id != tables[0].fingerprint_id:
+            raise LatbenchError(
+                f"--calib-from {calib_from} was measured on {fp_id}, the table on {tables[0].fingerprint_id}"
+            )
+        fit = calibrate_on(model, archs, measured)
+        model.meta["calibration_fit"] = {**fit, "from": str(calib_from)}
+        model.meta["metrics"]["calibration_in_sample"] = fit["after_in_sample"]
     if calib_archs:
         if backend is None:
             raise LatbenchError(
