@@ -287,8 +287,11 @@ def quantize_int8(
         pre = Path(tmpdir) / "pre.onnx"
         quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
         out = Path(tmpdir) / "q.onnx"
-        reader_cls = type("_Reader", (_calibration_reader_base(),), {"get_next": lambda s: reader.get_next(),
-                                                                     "rewind": lambda s: reader.rewind()})
+        reader_cls = type(
+            "_Reader",
+            (_calibration_reader_base(),),
+            {"get_next": lambda s: reader.get_next(), "rewind": lambda s: reader.rewind()},
+        )
         quantize_static(
             str(pre),
             str(out),
@@ -317,7 +320,7 @@ def quantize_int8(
 class ORTCPUBackend(Backend):
     """ONNX Runtime, CPU execution provider, IO binding; settings recorded in the fingerprint.
 
-    Settings: ``threads`` (intra-op, default min(4, cores)), ``inter_threads``,
+    Settings: ``threads`` (intra-op, default 1), ``inter_threads``,
     ``cores`` (pin, psutil), ``execution_mode`` (sequential | parallel),
     ``graph_optimization`` (disabled | basic | extended | all), ``spinning``
     (intra-op spin-wait), ``precision`` (fp32 | int8), ``activation_type`` /
@@ -362,7 +365,9 @@ class ORTCPUBackend(Backend):
 
     # ------------------------------------------------------------------ settings
     def _default_threads(self, cores: list[int] | None) -> int:
-        return min(4, len(cores or available_cores()))
+        # one thread unless asked, as torch-cpu: a multi-threaded ORT pool on a shared host
+        # measured whole networks 3-9x above their LUT sums here (threads waiting on a taken core)
+        return 1
 
     def setup(self) -> None:
         s = self.settings
