@@ -1,0 +1,98 @@
+"""Differentiable latency: ``E[LAT] = fixed + sum_blocks sum_ops p_op * lat_op`` (milliseconds).
+
+``lat_op`` comes from :meth:`SpaceLatency.decision_latencies` of the *deployment*
+space (e.g. ``proxyless-mobile`` at 224 on the chosen device), so the search can
+train a small-image variant of the space while it counts the latency of the
+network it will deploy. The model's end-to-end calibration (``scale * op_sum +
+offset_ms``) is applied to the expectation too, so ``E[LAT]`` of a one-hot
+``p`` equals the model's prediction for that arch exactly.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import torch
+
+from latbench.errors import LatbenchError
+from latbench.predict.base import SpaceLatency
+from latbench.spaces import SearchSpace
+
+
+def same_decisions(a: SearchSpace, b: SearchSpace) -> bool:
+    return [(d.name, d.options) for d in a.decisions] == [(d.name, d.options) for d in b.decisions]
+
+
+class ExpectedLatency:
+    """``E[LAT]`` of per-decision probabilities and the exact latency of an index vector, in ms."""
+
+    def __init__(self, compiled: SpaceLatency) -> None:
+        try:
+            lats = compiled.decision_latencies()
+        except ValueError as exc:
+            raise LatbenchError(f"latency source cannot give per-option latencies: {exc}") from None
+        self.compiled = compiled
+        self.space = compiled.space
+        width = max(len(x) for x in lats)
+        table = np.zeros((len(lats), width))
+        for i, x in enumerate(lats):
+            table[i, : len(x)] = x
+        self.table = table  # (decisions, max_options) ms, uncalibrated
+        zeros = np.zeros((1, len(lats)), dtype=np.int64)
+        self.fixed_ms = float(compiled.op_sum_indices(zeros)[0] - sum(float(x[0]) for x in lats))
+        self.scale = float(compiled.calibration.scale)
+        self.offset_ms = float(compiled.calibration.offset_ms)
+        self._cache: dict[tuple[str, torch.dtype], torch.Tensor] = {}
+
+    def _table(self, like: torch.Tensor) -> torch.Tensor:
+        key = (str(like.device), like.dtype)
+        if key not in self._cache:
+            self._cache[key] = torch.as_tensor(self.table, dtype=like.dtype, device=like.device)
+        return self._cache[key]
+
+    def expected(self, probs: torch.Tensor) -> torch.Tensor:
+        """Differentiable ``E[LAT]`` (ms) for ``probs`` of shape ``(decisions, max_options)``."""
+        op_sum = self.fixed_ms + (probs * self._table(probs)).sum()
+        return self.scale * op_sum + self.offset_ms
+
+    def of_indices(self, idx: np.ndarray) -> float:
+        """Exact predicted latency (ms) of one arch given by option indices."""
+        return float(self.compiled.predict_indices(np.asarray(idx, dtype=np.int64)[None, :])[0])
+
+    def bounds(self) -> tuple[float, float]:
+        return self.compiled.bounds()
+
+
+_TARGET = re.compile(r"^\s*(?P<num>[0-9]*\.?[0-9]+)\s*(?P<unit>ms|%)?\s*$")
+
+
+def parse_target(text: str | float | int, bounds: tuple[float, float]) -> float:
+    """A latency target in ms: ``12``, ``12ms`` or ``25%`` (of the way from the smallest to the largest arch).
+
+    Raises :class:`LatbenchError` (one line) for a target outside ``bounds``,
+    saying which side and what is reachable.
+    """
+    lo, hi = bounds
+    if isinstance(text, (int, float)):
+        value, unit = float(text), "ms"
+    else:
+        m = _TARGET.match(str(text))
+        if not m:
+            raise LatbenchError(f"bad --target {text!r}; use milliseconds (12 or 12ms) or a share of the range (25%)")
+        value, unit = float(m["num"]), m["unit"] or "ms"
+    if unit == "%":
+        if not 0 <= value <= 100:
+            raise LatbenchError(f"--target {text} is outside 0-100% of the latency range {lo:.3f}-{hi:.3f} ms")
+        return lo + value / 100.0 * (hi - lo)
+    if value < lo:
+        raise LatbenchError(
+            f"target {value:g} ms is below the smallest arch of the space ({lo:.3f} ms); "
+            f"reachable: {lo:.3f}-{hi:.3f} ms"
+        )
+    if value > hi:
+        raise LatbenchError(
+            f"target {value:g} ms is above the largest arch of the space ({hi:.3f} ms), so every arch meets it; "
+            f"reachable: {lo:.3f}-{hi:.3f} ms"
+        )
+    return value
