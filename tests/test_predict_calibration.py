@@ -163,3 +163,30 @@ def test_calibrate_from_measured_archs(home: Path, capsys, tmp_path: Path) -> No
         tmp_path / "p2.json",
     )
     assert code == 2 and "was measured on fake-" in err and err.count("\n") == 1
+
+
+def test_eval_with_in_run_calibration(home: Path, capsys, tmp_path: Path) -> None:
+    """`eval --calib-archs K` refits each model's glue on K other archs measured in the same run."""
+    _setup(capsys, tmp_path)
+    code, _, err = run_cli(capsys, "predictor", "train", "--table", "fk/proxyless-mobile", "--model", "lut")
+    assert code == 0, err
+    # the device is now 30% slower than when the table was built: only an in-run calibration sees that
+    assert run_cli(capsys, "profile", "fake", "--name", "fk", "--set", "speed=1.3")[0] == 0
+    args = ("predictor", "eval", "fk/proxyless-mobile-lut", "--archs", tmp_path / "a.jsonl", "--device", "fk")
+    code, out, err = run_cli(capsys, *args, "--force", "--out", tmp_path / "e1", "--json")
+    assert code == 0, err
+    plain = json.loads(out)["models"]["lut"]
+    assert plain["bias"] < -0.2 and plain["within_10"] == 0.0
+    code, out, err = run_cli(
+        capsys, *args, "--force", "--calib-archs", "5", "--retest", "--out", tmp_path / "e2", "--json"
+    )
+    assert code == 0, err
+    res = json.loads(out)
+    lut = res["models"]["lut"]
+    assert lut["within_5"] == 1.0 and lut["calibration"]["scale"] == pytest.approx(1.3, rel=0.02)
+    assert res["retest_in_run_calibrated"]["within_5"] == 1.0
+    summary = json.loads((tmp_path / "e2" / "summary.json").read_text())
+    calib = summary["in_run_calibration"]["archs"]
+    assert len(calib) == 5 and not {json.dumps(a, sort_keys=True) for a in calib} & {
+        json.dumps(json.loads(line), sort_keys=True) for line in (tmp_path / "a.jsonl").read_text().splitlines()
+    }

@@ -75,3 +75,29 @@ def test_table_build_sample_then_adaptive(home: Path, capsys, tmp_path: Path) ->
         capsys, "table", "build", "--device", "fk", "--sample", "5", "--adaptive", "--out", tmp_path / "none.json"
     )
     assert code == 2 and "--adaptive grows an existing sampled table" in err
+
+
+@pytest.mark.slow
+def test_shape_generalization_on_torch_cpu(tmp_path: Path) -> None:
+    """Acceptance (measured): a model trained only on sampled ops predicts the proxyless-mobile ops at 224 and at
+    width 1.4 / input 192 with at least 85% of ops within 10%. Sampled and space ops are timed shuffled together,
+    so machine drift hits both alike; needs a quiet machine."""
+    from latbench.backends import get_backend
+    from latbench.predict.evaluate import accuracy
+    from latbench.predict.models import fit_model, table_rows
+    from latbench.table import build_table
+
+    be = get_backend("torch-cpu", threads=1)
+    targets = [get_space("proxyless-mobile"), get_space("proxyless-mobile", resolution=192, width=1.4)]
+    space_keys = {o.key for s in targets for o in s.vocabulary}
+    sampled = sample_ops(400, seed=0, exclude=space_keys)
+    ops = sampled + [o for s in targets for o in s.vocabulary]
+    ops = [ops[i] for i in np.random.default_rng(0).permutation(len(ops))]
+    table, _ = build_table(be, ops, tmp_path / "all.json")
+    train = LatencyTable(fingerprint=table.fingerprint, rows={o.key: table.rows[o.key] for o in sampled})
+    model = fit_model("xgboost", [train])
+    for s in targets:
+        truth = LatencyTable(fingerprint=table.fingerprint, rows={o.key: table.rows[o.key] for o in s.vocabulary})
+        test_ops, ms = table_rows([truth])
+        acc = accuracy(model.predict_ops(test_ops), ms)
+        assert acc["within_10"] >= 0.85, (s.params, acc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -115,6 +116,10 @@ def predictor_eval(
     retest: Annotated[
         bool, typer.Option(help="Measure the archs a second time: the harness's own test-retest.")
     ] = False,
+    calib_archs: Annotated[
+        int, typer.Option(help="Refit each model's glue on K extra random archs measured in the same run (not scored).")
+    ] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the --calib-archs archs.")] = 0,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for summary.json and scatter.png.")] = None,
     force: Annotated[bool, typer.Option(help="Use predictors of another device anyway.")] = False,
     space: Annotated[str | None, typer.Option(help="Space of archs that do not name one.")] = None,
@@ -136,8 +141,22 @@ def predictor_eval(
             name = Path(m.meta["path"]).stem
         models[name] = m
     arch_list = load_archs(str(archs), space)
+    calib: list[dict[str, Any]] = []
+    if calib_archs:
+        from latbench.predict.calibration import calibration_archs
+        from latbench.spaces import space_of
+
+        taken = {json.dumps(a, sort_keys=True) for a in arch_list}
+        pool = calibration_archs(space_of(arch_list[0]), calib_archs + len(arch_list), seed)
+        calib = [a for a in pool if json.dumps(a, sort_keys=True) not in taken][:calib_archs]
     res = evaluate_archs(
-        models, arch_list, backend, sentinel_ref_ms=prof.sentinel_ms, retest=retest, progress=not as_json
+        models,
+        arch_list,
+        backend,
+        sentinel_ref_ms=prof.sentinel_ms,
+        retest=retest,
+        progress=not as_json,
+        calib_archs=calib,
     )
     target = out_dir or Path("runs") / "predictor-eval" / f"{prof.name}-{archs.stem}"
     summary = {
@@ -165,6 +184,8 @@ def predictor_eval(
     }
     if retest:
         brief["retest"] = {k: v for k, v in res["retest"].items() if k != "measured_ms"}
+        if "retest_in_run_calibrated" in res:
+            brief["retest_in_run_calibrated"] = res["retest_in_run_calibrated"]
 
     def human() -> None:
         out.print(
@@ -172,8 +193,12 @@ def predictor_eval(
         )
         for n, r in res["models"].items():
             out.print("  " + _metric_line(n, r))
+        if calib:
+            out.print(f"  (each model's glue refitted on {len(calib)} other archs measured in the same run)")
         if retest:
             out.print("  " + _metric_line("test-retest", res["retest"]))
+            if "retest_in_run_calibrated" in res:
+                out.print("  " + _metric_line("retest, in-run", res["retest_in_run_calibrated"]))
         out.print(f"wrote {target / 'summary.json'} and {png}")
 
     emit(as_json, brief, human)

@@ -106,33 +106,67 @@ def evaluate_archs(
     retest: bool = False,
     progress: bool = True,
     config: Any = None,
+    calib_archs: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Measure ``archs`` on ``backend`` and score every model on the same measurements.
 
-    With ``retest`` the archs are measured a second time, and the first run is
-    scored as a "predictor" of the second (the harness's repeatability: no
-    predictor can be expected to beat it).
+    With ``calib_archs`` those extra archs are measured in the same interleaved
+    run and every model's end-to-end calibration is refitted on them before it
+    is scored (*in-run calibration*: on a shared machine the level of a run
+    moves with the load, and the glue is fitted at the level the evaluated
+    archs were measured at). They are never scored.
+
+    With ``retest`` everything is measured a second time and the first run is
+    scored as a "predictor" of the second: the harness's own repeatability,
+    which no predictor can be expected to beat. With ``calib_archs`` the retest
+    is also given its in-run calibration (a scale fitted on the calibration
+    archs between the two runs), so it gets the same information as the models.
     """
     from latbench.cli.core import measure_archs, network_timing
+    from latbench.predict.calibration import calibrate_on, fit_calibration
 
     if not archs:
         raise LatbenchError("no archs to evaluate")
+    calib = list(calib_archs or [])
+    k = len(calib)
     config = config or network_timing(backend, None, None)
-    ms, info = measure_archs(backend, archs, config, sentinel_ref_ms, progress=progress)
-    measured = np.array([m.median for m in ms])
+    ms, info = measure_archs(backend, calib + archs, config, sentinel_ref_ms, progress=progress)
+    allm = np.array([m.median for m in ms])
+    measured = allm[k:]
     result: dict[str, Any] = {
         "n_archs": len(archs),
         "timing": config.to_dict(),
-        "measure_info": {k: v for k, v in info.items() if k not in ("remeasured",)},
+        "measure_info": {kk: v for kk, v in info.items() if kk not in ("remeasured",)},
         "measured_ms": measured.tolist(),
-        "measured_rel_iqr": [m.rel_iqr for m in ms],
+        "measured_rel_iqr": [m.rel_iqr for m in ms[k:]],
         "models": {},
     }
+    if k:
+        result["in_run_calibration"] = {"archs": calib, "measured_ms": allm[:k].tolist()}
     for name, model in models.items():
+        entry: dict[str, Any] = {}
+        if k:
+            stored = np.asarray(model.predict_archs(archs), dtype=np.float64)
+            entry["with_stored_calibration"] = {
+                "calibration": model.calibration.to_dict(),
+                **accuracy(stored, measured),
+            }
+            fit = calibrate_on(model, calib, allm[:k])
+            entry["calibration"] = {"scale": fit["scale"], "offset_ms": fit["offset_ms"]}
         pred = np.asarray(model.predict_archs(archs), dtype=np.float64)
-        result["models"][name] = {"predicted_ms": pred.tolist(), **accuracy(pred, measured)}
+        result["models"][name] = {**entry, "predicted_ms": pred.tolist(), **accuracy(pred, measured)}
     if retest:
-        ms2, _ = measure_archs(backend, archs, config.with_(seed=config.seed + 1), sentinel_ref_ms, progress=progress)
-        second = np.array([m.median for m in ms2])
+        ms2, _ = measure_archs(
+            backend, calib + archs, config.with_(seed=config.seed + 1), sentinel_ref_ms, progress=progress
+        )
+        all2 = np.array([m.median for m in ms2])
+        second = all2[k:]
         result["retest"] = {"measured_ms": second.tolist(), **accuracy(measured, second)}
+        if k:
+            # the first run, carried to the second run's level by the calibration archs, as a predictor of it
+            cal = fit_calibration(allm[:k], all2[:k])
+            result["retest_in_run_calibrated"] = {
+                "calibration": cal.to_dict(),
+                **accuracy(np.asarray(cal.apply(measured)), second),
+            }
     return result
