@@ -190,3 +190,30 @@ def test_eval_with_in_run_calibration(home: Path, capsys, tmp_path: Path) -> Non
     assert len(calib) == 5 and not {json.dumps(a, sort_keys=True) for a in calib} & {
         json.dumps(json.loads(line), sort_keys=True) for line in (tmp_path / "a.jsonl").read_text().splitlines()
     }
+
+
+def test_demo_step_trains_and_calibrates(home: Path, tmp_path: Path) -> None:
+    import latbench.cli  # noqa: F401  (registers the step)
+    from latbench import demo
+    from latbench.backends import get_backend
+    from latbench.cli.core import measure_archs
+    from latbench.device import DeviceProfile
+    from latbench.predict.demo import step_predictor
+    from latbench.spaces import get_space
+    from latbench.table import build_table
+
+    assert demo.STEPS.index(step_predictor) == demo.STEPS.index(demo.step_lut_vs_measured) + 1
+    be = get_backend("fake")
+    space = get_space("proxyless-mobile")
+    table, _ = build_table(be, space.vocabulary, tmp_path / "t.json", space=space.name, space_params=space.params)
+    archs = [space.from_indices(i) for i in space.sample_indices(np.random.default_rng(0), 10)]
+    ms, _ = measure_archs(be, archs, be.timing, None, progress=False)
+    ctx = demo.DemoContext("fk", DeviceProfile("fk", "fake"), be, table, space, tmp_path)
+    ctx.results["lut_vs_measured"] = {
+        "lut_ms": [table.lut_sum(space.ops_of(a)) for a in archs],
+        "measured_ms": [m.median for m in ms],
+    }
+    step_predictor(ctx)
+    res = ctx.results["predictor"]
+    assert Path(res["path"]).exists() and (res["scale"] > 1.0 or res["offset_ms"] > 0)
+    assert res["model"]["mape"] < res["lut"]["mape"]

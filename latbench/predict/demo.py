@@ -1,0 +1,58 @@
+"""The README demo's predictor step (inserted into ``latbench.demo.STEPS`` after the LUT-vs-measured step).
+
+Trains an xgboost predictor on the demo's table, fits the end-to-end glue on
+half of the networks the previous step measured, and predicts the other half
+(no new measurement): the LUT sum misses the glue, the calibrated model does not.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def step_predictor(ctx: Any) -> None:
+    """Demo step: train + calibrate a predictor on what the demo already measured."""
+    from latbench.cli.common import out
+    from latbench.predict.calibration import calibrate_on
+    from latbench.predict.evaluate import accuracy
+    from latbench.predict.io import default_predictor_path, save_predictor
+    from latbench.predict.training import train_predictor
+
+    done = ctx.results.get("lut_vs_measured")
+    if not done:
+        return
+    measured = np.asarray(done["measured_ms"], dtype=np.float64)
+    rng = np.random.default_rng(ctx.seed)  # the archs the LUT-vs-measured step drew
+    archs = [ctx.space.from_indices(i) for i in ctx.space.sample_indices(rng, len(measured))]
+    half = len(archs) // 2
+    model = train_predictor("xgboost", [ctx.table], seed=ctx.seed, cv_folds=3, progress=False)
+    fit = calibrate_on(model, archs[:half], measured[:half])
+    model.meta["calibration_fit"] = {**fit, "from": "demo step 3 (first half of its archs)"}
+    path = save_predictor(model, default_predictor_path(ctx.profile.name, ctx.space.name, "xgboost"))
+    pred = model.predict_archs(archs[half:])
+    lut = np.asarray(done["lut_ms"], dtype=np.float64)[half:]
+    acc_model, acc_lut = accuracy(pred, measured[half:]), accuracy(lut, measured[half:])
+    out.print(
+        f"[bold]4. predictor[/bold] xgboost on the table, glue fitted on {half} of those networks "
+        f"({fit['scale']:.3f} x op sum + {fit['offset_ms']:.2f} ms), saved to {path}"
+    )
+    out.print(
+        f"   on the other {len(pred)}: MAPE {100 * acc_model['mape']:.1f}% "
+        f"(LUT sum {100 * acc_lut['mape']:.1f}%), within 10%: {100 * acc_model['within_10']:.0f}%"
+    )
+    ctx.results["predictor"] = {"path": str(path), "model": acc_model, "lut": acc_lut, **model.calibration.to_dict()}
+
+
+def install() -> None:
+    """Put :func:`step_predictor` right after the LUT-vs-measured step (once)."""
+    from latbench import demo
+
+    if step_predictor in demo.STEPS:
+        return
+    try:
+        at = demo.STEPS.index(demo.step_lut_vs_measured) + 1
+    except ValueError:
+        at = len(demo.STEPS)
+    demo.STEPS.insert(at, step_predictor)
