@@ -170,10 +170,16 @@ class DevicePool:
 
     def remote_device(self, ops: list[OpSpec]) -> RemoteDevice:
         """The backend stand-in for :func:`build_table`, from the first accepted node's answers."""
-        w = self.workers[0]
-        unsupported = self.ray.get(w.actor.unsupported.remote([o.to_dict() for o in ops if o.type != "zero"]))
-        ident = w.identity
-        return RemoteDevice(ident["backend"], ident["settings"], ident["fingerprint"], ident["timing"], unsupported)
+        specs = [o.to_dict() for o in ops if o.type != "zero"]
+        for w in list(self.workers):
+            try:
+                unsupported = self.ray.get(w.actor.unsupported.remote(specs))
+            except self.ray.exceptions.RayActorError:
+                self._lose(w, None)
+                continue
+            ident = w.identity
+            return RemoteDevice(ident["backend"], ident["settings"], ident["fingerprint"], ident["timing"], unsupported)
+        raise FarmError(f"every node serving {self.device} was lost before the build started")
 
     def close(self) -> None:
         for w in self._all:
@@ -407,7 +413,7 @@ def cluster_table_build(
                         device={
                             "name": prof.name,
                             "backend": prof.backend,
-                            "settings": pool.workers[0].identity["settings"],
+                            "settings": remote.settings,
                         },
                         space=space_name,
                         space_params=space_params,

@@ -133,7 +133,9 @@ class RayExecutor:
             return []
         ray = self.ray
         refs = list(self._in_flight)
-        ready, rest = ray.wait(refs, num_returns=1)
+        ready: list[Any] = []
+        while not ready:  # short waits, so Ctrl-C is seen at once
+            ready, rest = ray.wait(refs, num_returns=1, timeout=1.0)
         if rest:
             more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
             ready = ready + more
