@@ -300,8 +300,16 @@ def join(
         address, profile, num_cpus=num_cpus, num_gpus=num_gpus, node_ip_address=node_ip_address, block=block
     )
     if block:
-        rc = subprocess.call(argv, env=env)
-        if rc not in (0, -2, 130):
+        proc = subprocess.Popen(argv, env=env)
+        try:
+            rc = proc.wait()
+        except KeyboardInterrupt:  # the normal way to leave: `ray start --block` got the Ctrl-C too
+            try:
+                rc = proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.terminate()
+                rc = proc.wait()
+        if rc not in (0, -2, -15, 130):
             raise FarmError(f"`ray start` exited with code {rc} (see the lines above)")
         return {**ident, "address": address, "resource": resource_name(profile.name), "returncode": rc}
     proc = subprocess.run(argv, env=env, capture_output=True, text=True)
