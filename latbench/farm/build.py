@@ -220,20 +220,26 @@ class DevicePool:
         queue = deque(todo.values())
         idle = list(self.workers)
         in_flight: dict[Any, tuple[_Worker, OpSpec, float]] = {}
-        while queue or in_flight:
-            if self.stop.is_set():
-                return
+
+        def dispatch() -> None:
+            nonlocal idle
             idle = [w for w in idle if w in self.workers]
             while idle and queue:
                 w, op = idle.pop(0), queue.popleft()
                 ref = w.actor.measure.remote(op.to_dict(), cfg, sentinel_ref_ms, self.expected_id)
                 in_flight[ref] = (w, op, time.perf_counter())
+
+        while queue or in_flight:
+            if self.stop.is_set():
+                return
+            dispatch()
             if not in_flight:
                 raise FarmError(
                     f"every node serving {self.device} was lost or refused; {len(queue)} op(s) not measured "
                     "(rows measured so far are saved; re-run with --resume when nodes are back)"
                 )
             done, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
+            rows: list[tuple[str, Measurement, dict[str, Any]]] = []
             for ref in done:
                 w, op, t0 = in_flight.pop(ref)
                 try:
@@ -259,7 +265,9 @@ class DevicePool:
                 self.rows_by_node[w.node.node_id] += 1
                 info = {"row_fields": {"farm_node": w.node.node_id}, **first_info}
                 first_info = {}
-                yield op.key, measurement_of(res), info
+                rows.append((op.key, measurement_of(res), info))
+            dispatch()  # the freed nodes start their next op before the driver saves these rows
+            yield from rows
 
     def overhead_ms(self) -> dict[str, float] | None:
         """Median per-op farm overhead: driver round trip minus the time spent inside the node (ms)."""
