@@ -81,6 +81,7 @@ def _write(p: Path, text: str) -> Path:
         "corrupt-table",
         "foreign-table",
         "bad-cores",
+        "bad-drift",
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(home: Path, capsys, tmp_path: Path, case: str) -> None:
@@ -111,6 +112,18 @@ def test_bad_input_is_one_line_and_exit_2(home: Path, capsys, tmp_path: Path, ca
         "corrupt-table": ["table", "show", _write(tmp_path / "c.json", before[: len(before) // 2])],
         "foreign-table": ["table", "build", "--device", "other", "--space", "darts", "--out", table, "--resume"],
         "bad-cores": ["profile", "torch-cpu", "--cores", "0,999", "--name", "x"],
+        "bad-drift": [
+            "table",
+            "build",
+            "--device",
+            "fk",
+            "--space",
+            "darts",
+            "--drift",
+            "bogus",
+            "--out",
+            tmp_path / "d.json",
+        ],
     }[case]
     code, out, err = run_cli(capsys, *args)
     assert code == 2, (out, err)

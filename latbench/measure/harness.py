@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from latbench.errors import LatbenchError
 from latbench.measure.measurement import Measurement
 
 Runner = Callable[[int], list[float]]
@@ -52,7 +53,7 @@ class TimingConfig:
 
     def __post_init__(self) -> None:
         if self.drift not in DRIFT_MODES:
-            raise ValueError(f"drift must be one of {DRIFT_MODES}, got {self.drift!r}")
+            raise LatbenchError(f"drift handling must be one of {', '.join(DRIFT_MODES)}, got {self.drift!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
