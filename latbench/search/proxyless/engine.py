@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,9 @@ class TrainSettings:
     alpha_schedule: str = "constant"
     #: after the last epoch, at most this many extra alpha steps until the loss's band holds (budget loss)
     settle_steps: int = 100
+    #: torch intra-op threads while training on a CPU (these nets are small: more threads mostly wait on each
+    #: other, and on a shared machine they are 10-50x slower; measured, see the report)
+    threads: int = 1
     tau_start: float = 5.0
     tau_end: float = 0.5
     #: MBConv candidates of a block share a superkernel (None: on for chain spaces, off for darts)
@@ -98,6 +102,20 @@ def torch_device(name: str | None) -> torch.device:
         return torch.device(name)
     except RuntimeError:
         raise LatbenchError(f"bad --train-device {name!r}; use auto, cpu or cuda") from None
+
+
+@contextmanager
+def cpu_threads(n: int | None) -> Iterator[None]:
+    """Run with ``n`` torch intra-op threads (``None``: leave as is), restoring the previous number after."""
+    if not n:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
@@ -243,6 +261,10 @@ class SupernetTrainer:
     # ------------------------------------------------------------------ loop
     def fit(self, on_step: Callable[[int, int, dict[str, Any]], None] | None = None) -> SupernetTrainer:
         """Train from the epoch after the last checkpoint to the end; ``on_step(done, total, status)``."""
+        with cpu_threads(self.settings.threads if self.device.type == "cpu" else None):
+            return self._fit(on_step)
+
+    def _fit(self, on_step: Callable[[int, int, dict[str, Any]], None] | None) -> SupernetTrainer:
         s = self.settings
         total_steps = self.total_epochs * self.steps_per_epoch
         while self.epoch < self.total_epochs:

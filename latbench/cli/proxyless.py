@@ -1,0 +1,147 @@
+"""``latbench search proxyless``: differentiable latency-constrained search (ProxylessNAS / FBNet / DARTS)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from latbench.cli.common import emit, out
+
+
+def register(app: typer.Typer) -> None:
+    from latbench.cli import search_app
+
+    search_app.command("proxyless")(proxyless)
+
+
+def proxyless(
+    target: Annotated[
+        str | None, typer.Option(help="Latency target: ms (12 or 12ms) or a share of the space's range (25%).")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="Device profile: its table for the space, and where the result is measured.")
+    ] = None,
+    table: Annotated[
+        str | None, typer.Option(help="Latency table (path or <device>/<space>), e.g. pixel1/proxyless-mobile.")
+    ] = None,
+    predictor: Annotated[str | None, typer.Option(help="Trained latency predictor (path or name).")] = None,
+    space: Annotated[str, typer.Option(help="Deployment space: proxyless-mobile or darts.")] = "proxyless-mobile",
+    resolution: Annotated[int | None, typer.Option(help="Deployment resolution (latency is counted at it).")] = None,
+    width: Annotated[float | None, typer.Option(help="Deployment width multiplier.")] = None,
+    loss: Annotated[
+        str, typer.Option(help="budget (adapts its multiplier; give only --target), add or mul-log.")
+    ] = "budget",
+    mode: Annotated[
+        str, typer.Option(help="binary (ProxylessNAS paths), gumbel (FBNet) or softmax (DARTS).")
+    ] = "binary",
+    data: Annotated[str, typer.Option(help="digits, or an .npz with arrays x (images) and y (labels).")] = "digits",
+    epochs: Annotated[
+        int | None, typer.Option(help="Search epochs (weights + alpha), after the warmup. [default: 30]")
+    ] = None,
+    warmup: Annotated[int | None, typer.Option(help="Warmup epochs (weights only). [default: 10]")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of weights, data order and sampled paths.")] = 0,
+    train_resolution: Annotated[
+        int | None, typer.Option(help="Image size the supernet trains at. [default: 32]")
+    ] = None,
+    train_width: Annotated[
+        float | None, typer.Option(help="Width multiplier of the trained variant. [default: 0.35]")
+    ] = None,
+    derive: Annotated[
+        str, typer.Option(help="argmax, or within-budget (most probable arch <= target among the top-k options).")
+    ] = "argmax",
+    top_k: Annotated[int, typer.Option(help="Options per decision --derive within-budget considers.")] = 3,
+    lam: Annotated[
+        float | None, typer.Option("--lambda", help="Fixed latency weight of --loss add. [default: 0.1]")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size. [default: 64]")] = None,
+    retrain: Annotated[
+        int | None, typer.Option(help="Train the derived net from scratch for this many epochs; report test accuracy.")
+    ] = None,
+    baseline: Annotated[
+        int, typer.Option(help="With --retrain: also retrain N random archs within the budget (median accuracy).")
+    ] = 0,
+    train_device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
+    measure: Annotated[
+        bool, typer.Option(help="Measure the derived arch on the device (when the source has one here).")
+    ] = True,
+    share_weights: Annotated[
+        bool | None,
+        typer.Option(help="MBConv candidates of a block share a superkernel. [default: on for proxyless-mobile]"),
+    ] = None,
+    run_id: Annotated[
+        str | None, typer.Option(help="Name of the run folder (default: made from space, loss, target, time).")
+    ] = None,
+    runs_dir: Annotated[
+        Path | None, typer.Option(help="Folder of run folders. [default: runs/ under LATBENCH_HOME or the checkout]")
+    ] = None,
+    resume: Annotated[
+        str | None, typer.Option(help="Resume the run with this id or folder (other options are taken from it).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Gradient-based search with latency in the loss; writes runs/<run-id>/ (arch.json, model.onnx, report.md...)."""
+    from latbench.search.proxyless import run
+
+    res = run(
+        target=target,
+        space=space,
+        device=device,
+        table=table,
+        predictor=predictor,
+        loss=loss,
+        mode=mode,
+        data=data,
+        epochs=epochs,
+        warmup=warmup,
+        seed=seed,
+        resolution=resolution,
+        width=width,
+        train_resolution=train_resolution,
+        train_width=train_width,
+        derive_method=derive,
+        top_k=top_k,
+        lam=lam,
+        batch_size=batch_size,
+        retrain=retrain,
+        baseline=baseline,
+        train_device=train_device,
+        measure=measure,
+        share_weights=share_weights,
+        run_id=run_id,
+        runs_dir=runs_dir,
+        resume=resume,
+        progress=not as_json,
+    )
+    doc = {k: v for k, v in res.to_dict().items() if k != "choices_table"}
+
+    def human() -> None:
+        d = res.to_dict()
+        meas = d.get("measured")
+        out.print(f"[bold]run[/bold]        {d['run_dir']}")
+        out.print(f"[bold]arch[/bold]       {' '.join(str(v) for v in d['arch']['choices'].values())}")
+        out.print(
+            f"[bold]latency[/bold]    target {d['target_ms']:.3f} ms, predicted {d['predicted_ms']:.3f} ms "
+            f"({d['gap_pct']:+.1f} %), E[LAT] {d['expected_ms']:.3f} ms"
+        )
+        if meas:
+            out.print(
+                f"[bold]measured[/bold]   {meas['median_ms']:.3f} ms median "
+                f"(IQR {meas['iqr_ms']:.3f}, p90 {meas['p90_ms']:.3f}) on {meas['device']}"
+            )
+        else:
+            out.print(f"[bold]measured[/bold]   not measured: {d.get('measured_note')}")
+        out.print(f"[bold]accuracy[/bold]   supernet argmax net on valid {d['supernet_valid_acc']:.3f}")
+        if d.get("retrain"):
+            out.print(
+                f"[bold]retrained[/bold]  test accuracy {d['retrain']['test_acc']:.4f} "
+                f"({d['retrain']['epochs']} epochs)"
+            )
+        if d.get("baseline"):
+            out.print(
+                f"[bold]baseline[/bold]   median of {d['baseline']['n']} random archs within budget: "
+                f"{d['baseline']['median_test_acc']:.4f}"
+            )
+
+    emit(as_json, doc, human)
