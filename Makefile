@@ -6,6 +6,8 @@ VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
 # Elsewhere, point pip at PyTorch's CPU wheel index, e.g. TORCH_PIP_ARGS="--index-url <PyTorch CPU index>"
 TORCH_PIP_ARGS ?=
+# dev: pytest, pytest-benchmark, ruff; ray: the device farm (its tests start a real local Ray cluster)
+EXTRAS ?= dev,ray
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.latbench-installed
@@ -16,7 +18,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==$(TORCH_VERSION) $(TORCH_PIP_ARGS)
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[$(EXTRAS)]'
 	@touch $(STAMP)
 
 demo: $(STAMP)
