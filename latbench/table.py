@@ -20,7 +20,7 @@ import io
 import json
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -274,10 +274,6 @@ def build_table(
     sentinel_ref_ms: float | None = None,
     chunk_size: int = 10,
     progress: Callable[[int, int], None] | None = None,
-    measure_chunk: Callable[
-        [dict[str, OpSpec], TimingConfig, float | None], tuple[dict[str, Measurement], dict[str, Any]]
-    ]
-    | None = None,
     measure_stream: Callable[
         [dict[str, OpSpec], TimingConfig, float | None], Iterable[tuple[str, Measurement, dict[str, Any]]]
     ]
@@ -285,15 +281,17 @@ def build_table(
 ) -> tuple[LatencyTable, list[str]]:
     """Measure every op of ``ops`` missing from the table at ``path``; returns (table, keys measured now).
 
-    Rows are timed in interleaved chunks (drift handling) and the table is saved
-    atomically after each chunk. An existing file is only extended with
-    ``resume=True``, and only when it was made on the same device.
-    ``measure_chunk`` replaces local timing (the Ray farm uses it).
-    ``measure_stream`` replaces it per op: it gets every missing op at once and
-    yields ``(key, measurement, info)`` as each op finishes (in any order); each
-    row is saved atomically as it arrives, a key already in the table is never
-    written twice, ``info["row_fields"]`` is stored in the row and
-    ``info["sentinel_ref_ms"]`` is recorded like a chunk's.
+    Locally, rows are timed in interleaved chunks of ``chunk_size`` (drift
+    handling) and the table is saved atomically after each chunk. An existing
+    file is only extended with ``resume=True``, and only when it was made on the
+    same device.
+
+    ``measure_stream`` replaces local timing (the Ray farm uses it): it gets every
+    missing op at once and yields ``(key, measurement, info)`` as each op finishes,
+    in any order. A key already in the table is never written twice,
+    ``info["row_fields"]`` is stored in the row, ``info["sentinel_ref_ms"]`` is
+    recorded as the table's reference, and the table is saved after every row
+    whose ``info`` does not say ``more_in_batch``.
     """
     path = Path(path)
     config = config or backend.timing
@@ -331,40 +329,33 @@ def build_table(
             table.save(path)
         return table, measured
 
-    def local(
-        chunk: dict[str, OpSpec], cfg: TimingConfig, ref: float | None
-    ) -> tuple[dict[str, Measurement], dict[str, Any]]:
-        return backend.measure_many(dict(chunk), cfg, sentinel_ref_ms=ref)
+    def local_stream(
+        chunk_ops: dict[str, OpSpec], cfg: TimingConfig, ref: float | None
+    ) -> Iterator[tuple[str, Measurement, dict[str, Any]]]:
+        items = list(chunk_ops.values())
+        for start in range(0, len(items), chunk_size):
+            chunk = {o.key: o for o in items[start : start + chunk_size]}
+            results, info = backend.measure_many(chunk, cfg.with_(seed=cfg.seed + start), sentinel_ref_ms=ref)
+            ref = ref or info.get("sentinel_ref_ms")
+            keys = list(results)
+            for i, key in enumerate(keys):
+                yield key, results[key], {**info, "more_in_batch": i < len(keys) - 1}
 
-    if measure_stream is not None:
-        by_key = {o.key: o for o in todo}
-        for key, m, info in measure_stream(dict(by_key), config, sentinel_ref_ms):
-            if key not in by_key or key in table.rows:
-                continue  # never an op twice, never one that was not asked for
-            if sentinel_ref_ms is None and info.get("sentinel_ref_ms"):
-                sentinel_ref_ms = float(info["sentinel_ref_ms"])
-                table.timing["sentinel_ref_ms"] = sentinel_ref_ms
-            table.add(by_key[key], m)
-            table.rows[key].update(info.get("row_fields", {}))
-            measured.append(key)
-            table.save(path)
-            if progress:
-                progress(done_before + len(measured), total)
-        return table, measured
-
-    run_chunk = measure_chunk or local
-    for start in range(0, len(todo), chunk_size):
-        chunk = {o.key: o for o in todo[start : start + chunk_size]}
-        results, info = run_chunk(chunk, config.with_(seed=config.seed + start), sentinel_ref_ms)
+    by_key = {o.key: o for o in todo}
+    stream = (measure_stream or local_stream)(dict(by_key), config, sentinel_ref_ms)
+    for key, m, info in stream:
+        if key not in by_key or key in table.rows:
+            continue  # never an op twice, never one that was not asked for
         if sentinel_ref_ms is None and info.get("sentinel_ref_ms"):
             sentinel_ref_ms = float(info["sentinel_ref_ms"])
             table.timing["sentinel_ref_ms"] = sentinel_ref_ms
-        for key, m in results.items():
-            table.add(chunk[key], m)
-            measured.append(key)
-        table.save(path)
-        if progress:
-            progress(done_before + len(measured), total)
+        table.add(by_key[key], m)
+        table.rows[key].update(info.get("row_fields", {}))
+        measured.append(key)
+        if not info.get("more_in_batch"):
+            table.save(path)
+            if progress:
+                progress(done_before + len(measured), total)
     return table, measured
 
 
