@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from latbench.cli.common import emit, out
+from latbench.cli.common import emit, out, parse_settings
 
 
 def register(app: typer.Typer) -> None:
@@ -30,6 +30,9 @@ def proxyless(
     space: Annotated[str, typer.Option(help="Deployment space: proxyless-mobile or darts.")] = "proxyless-mobile",
     resolution: Annotated[int | None, typer.Option(help="Deployment resolution (latency is counted at it).")] = None,
     width: Annotated[float | None, typer.Option(help="Deployment width multiplier.")] = None,
+    space_param: Annotated[
+        list[str] | None, typer.Option(help="Other deployment space parameter, key=value (e.g. channels=8 for darts).")
+    ] = None,
     loss: Annotated[
         str, typer.Option(help="budget (adapts its multiplier; give only --target), add or mul-log.")
     ] = "budget",
@@ -98,6 +101,7 @@ def proxyless(
         seed=seed,
         resolution=resolution,
         width=width,
+        space_params=parse_settings(space_param),
         train_resolution=train_resolution,
         train_width=train_width,
         derive_method=derive,

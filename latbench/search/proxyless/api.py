@@ -29,7 +29,7 @@ from latbench.search.proxyless.engine import EpochRecord, SupernetTrainer, Train
 from latbench.search.proxyless.latency import ExpectedLatency, parse_target, same_decisions
 from latbench.search.proxyless.losses import LOSSES, make_loss
 from latbench.search.proxyless.report import alpha_csv, plot_trajectory, rows_csv, write_report
-from latbench.search.proxyless.supernet import MODES
+from latbench.search.proxyless.supernet import MODES, space_layout
 from latbench.spaces import Arch, SearchSpace, get_space
 
 RUN_SCHEMA = "latbench.proxyless-run/1"
@@ -123,6 +123,7 @@ def run(
     seed: int = 0,
     resolution: int | None = None,
     width: float | None = None,
+    space_params: dict[str, Any] | None = None,
     train_resolution: int | None = None,
     train_width: float | None = None,
     derive_method: str = "argmax",
@@ -144,6 +145,7 @@ def run(
     """Run (or resume) a differentiable latency-constrained search; see ``latbench search proxyless --help``.
 
     ``target``: ms (``12``, ``"12ms"``) or a share of the reachable range (``"25%"``).
+    ``space_params``: other parameters of the deployment space (e.g. ``{"channels": 8}`` for darts).
     ``retrain``: epochs to train the derived arch from scratch (test accuracy);
     ``baseline``: that many random archs within the same budget are retrained the same way.
     """
@@ -176,7 +178,8 @@ def run(
             raise LatbenchError(f"unknown --loss {loss!r}; known: {', '.join(LOSSES)}")
         if derive_method not in DERIVE_METHODS:
             raise LatbenchError(f"unknown --derive {derive_method!r}; known: {', '.join(DERIVE_METHODS)}")
-        deploy = get_space(space, resolution=resolution, width=width)
+        deploy = get_space(space, **{"resolution": resolution, "width": width, **(space_params or {})})
+        space_layout(deploy)  # a space without one op per decision is refused before anything else
         source_args = {"device": device, "table": table, "predictor": predictor}
         source = _resolve_source(deploy, source_args)
         latency = ExpectedLatency(source.compiled)

@@ -34,6 +34,9 @@ def best_within_budget(
     """Indices of the most probable arch among the top-``top_k`` options per decision with latency <= target (ms)."""
     probs = np.asarray(probs, dtype=np.float64)
     n_dec = probs.shape[0]
+    am = argmax_indices(probs)
+    if latency.of_indices(am) <= target_ms:
+        return am
     cards = latency.space.cardinalities
     capacity = (target_ms - latency.offset_ms) / latency.scale - latency.fixed_ms  # op-sum budget, ms
     for k in (top_k, int(cards.max())):

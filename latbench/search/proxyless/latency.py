@@ -28,19 +28,22 @@ class ExpectedLatency:
     """``E[LAT]`` of per-decision probabilities and the exact latency of an index vector, in ms."""
 
     def __init__(self, compiled: SpaceLatency) -> None:
-        try:
-            lats = compiled.decision_latencies()
-        except ValueError as exc:
-            raise LatbenchError(f"latency source cannot give per-option latencies: {exc}") from None
         self.compiled = compiled
         self.space = compiled.space
+        try:
+            lats = compiled.decision_latencies()
+            zeros = np.zeros((1, len(lats)), dtype=np.int64)
+            fixed = float(compiled.op_sum_indices(zeros)[0] - sum(float(x[0]) for x in lats))
+        except ValueError:
+            # decision_latencies() starts from option 0 of every decision, which is the free `none` op in
+            # darts; read the same numbers from the compiled vector through the supernet's layout instead
+            lats, fixed = _latencies_from_layout(compiled)
         width = max(len(x) for x in lats)
         table = np.zeros((len(lats), width))
         for i, x in enumerate(lats):
             table[i, : len(x)] = x
         self.table = table  # (decisions, max_options) ms, uncalibrated
-        zeros = np.zeros((1, len(lats)), dtype=np.int64)
-        self.fixed_ms = float(compiled.op_sum_indices(zeros)[0] - sum(float(x[0]) for x in lats))
+        self.fixed_ms = fixed
         self.scale = float(compiled.calibration.scale)
         self.offset_ms = float(compiled.calibration.offset_ms)
         self._cache: dict[tuple[str, torch.dtype], torch.Tensor] = {}
@@ -61,7 +64,28 @@ class ExpectedLatency:
         return float(self.compiled.predict_indices(np.asarray(idx, dtype=np.int64)[None, :])[0])
 
     def bounds(self) -> tuple[float, float]:
-        return self.compiled.bounds()
+        """(smallest, largest) predicted latency (ms) over the space: exact, decisions are independent."""
+        lo = self.fixed_ms + sum(
+            float(row[: len(d)].min()) for row, d in zip(self.table, self.space.decisions, strict=True)
+        )
+        hi = self.fixed_ms + sum(
+            float(row[: len(d)].max()) for row, d in zip(self.table, self.space.decisions, strict=True)
+        )
+        return self.scale * lo + self.offset_ms, self.scale * hi + self.offset_ms
+
+
+def _latencies_from_layout(compiled: SpaceLatency) -> tuple[list[np.ndarray], float]:
+    from latbench.search.proxyless.supernet import space_layout
+
+    space = compiled.space
+    layout = space_layout(space)
+    vi = space.vocabulary_index
+
+    def ms(op: object) -> float:
+        return 0.0 if op.type in space.free_types else float(compiled.vector[vi[op.key]])  # type: ignore[attr-defined]
+
+    lats = [np.array([ms(op) for op in cands]) for cands in layout.candidates]
+    return lats, float(sum(ms(op) for _, op in layout.fixed))
 
 
 _TARGET = re.compile(r"^\s*(?P<num>[0-9]*\.?[0-9]+)\s*(?P<unit>ms|%)?\s*$")
