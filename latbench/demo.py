@@ -119,3 +119,8 @@ def run_demo(device: str = "demo-cpu", seed: int = 0) -> DemoContext:
     for step in STEPS:
         step(ctx)
     return ctx
+
+
+from latbench.search.proxyless.demo import step_proxyless_search  # noqa: E402
+
+STEPS.append(step_proxyless_search)

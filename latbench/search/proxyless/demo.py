@@ -1,0 +1,52 @@
+"""The README demo's differentiable-search step (appended to ``latbench.demo.STEPS``).
+
+A short budget search (binary paths, half-way target) on this CPU's freshly
+built table; prints the derived arch, its predicted latency and its latency
+measured end to end on this CPU. About one to two minutes on two busy cores.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+#: the short search the demo runs (the full default search is 10 warmup + 30 search epochs)
+DEMO_SETTINGS: dict[str, Any] = {"target": "50%", "epochs": 12, "warmup": 4, "loss": "budget", "mode": "binary"}
+
+
+def step_proxyless_search(ctx: Any) -> None:
+    """Search ``ctx.space`` under 50 % of its latency range with ``ctx.table``; measure the result on ``ctx.backend``.
+
+    Prints the derived arch with its predicted and measured latency.
+    """
+    from latbench.cli.common import out
+    from latbench.search.proxyless.api import run
+
+    t0 = time.perf_counter()
+    res = run(
+        table=str(ctx.table.path),
+        device=ctx.profile.name,
+        space=ctx.space.name,
+        resolution=ctx.space.params.get("resolution"),
+        seed=ctx.seed,
+        **DEMO_SETTINGS,
+    )
+    d = res.to_dict()
+    meas = d.get("measured")
+    out.print(
+        f"[bold]4. differentiable search[/bold] (ProxylessNAS binary paths, budget loss, "
+        f"{DEMO_SETTINGS['warmup']}+{DEMO_SETTINGS['epochs']} epochs on digits 32x32, latency of the 224 net)"
+    )
+    out.print(f"   arch       {' '.join(str(v) for v in d['arch']['choices'].values())}")
+    out.print(
+        f"   target     {d['target_ms']:.2f} ms   predicted {d['predicted_ms']:.2f} ms ({d['gap_pct']:+.1f} %)   "
+        + (f"measured {meas['median_ms']:.2f} ms (IQR {meas['iqr_ms']:.2f})" if meas else "not measured")
+    )
+    out.print(f"   run        {d['run_dir']} ({time.perf_counter() - t0:.0f} s; report.md, arch.json, model.onnx)")
+    ctx.results["proxyless"] = {
+        "run_dir": d["run_dir"],
+        "target_ms": d["target_ms"],
+        "predicted_ms": d["predicted_ms"],
+        "measured_ms": meas["median_ms"] if meas else None,
+        "seconds": time.perf_counter() - t0,
+    }
