@@ -145,6 +145,12 @@ def test_within_budget_derive_is_the_most_probable_arch_under_the_target() -> No
     got_lp = np.log(probs[np.arange(14), got]).sum()
     assert got_lp == pytest.approx(best_lp, abs=1e-9)
     assert (got == best).all()
+    # with a floor: the most probable arch in [floor, target] (same brute force)
+    floor = 0.97 * target
+    banded = best_within_budget(probs, lat, target, top_k=2, floor_ms=floor)
+    in_band = (ms <= target) & (ms >= floor)
+    assert in_band.any() and floor <= lat.of_indices(banded) <= target
+    assert np.log(probs[np.arange(14), banded]).sum() == pytest.approx(lp[in_band].max(), abs=1e-9)
     # within budget already: the argmax itself
     assert (best_within_budget(probs, lat, lat.of_indices(am) + 1e-6) == am).all()
     with pytest.raises(LatbenchError, match="no arch of the space"):

@@ -194,6 +194,9 @@ def test_budget_search_lands_in_its_band(home: Path, tiny_npz: Path, fake_proxyl
     d = res.to_dict()
     assert 0.95 * d["target_ms"] <= d["predicted_ms"] <= d["target_ms"]
     assert d["within_target"] and d["measured"] is None and "switched off" in d["measured_note"]
+    # the budget loss derives with the exact repair among alpha's top options; the argmax arch is reported too
+    assert d["derive"] == "within-budget" and 0 <= d["repaired_decisions"] <= 21
+    assert (d["repaired_decisions"] == 0) == (d["argmax_ms"] == d["predicted_ms"])
     traj = list(csv.DictReader((res.run_dir / "trajectory.csv").open()))
     assert float(traj[-1]["derived_ms"]) == pytest.approx(d["predicted_ms"], rel=1e-5)  # csv keeps 6 digits
 

@@ -52,8 +52,12 @@ def proxyless(
         float | None, typer.Option(help="Width multiplier of the trained variant. [default: 0.35]")
     ] = None,
     derive: Annotated[
-        str, typer.Option(help="argmax, or within-budget (most probable arch <= target among the top-k options).")
-    ] = "argmax",
+        str,
+        typer.Option(
+            help="auto (budget loss: within-budget, else argmax), argmax, or within-budget (most probable arch "
+            "<= target among the top-k options; with the budget loss also >= 95 % of it)."
+        ),
+    ] = "auto",
     top_k: Annotated[int, typer.Option(help="Options per decision --derive within-budget considers.")] = 3,
     lam: Annotated[
         float | None, typer.Option("--lambda", help="Fixed latency weight of --loss add. [default: 0.1]")

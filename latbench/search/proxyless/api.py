@@ -126,7 +126,7 @@ def run(
     space_params: dict[str, Any] | None = None,
     train_resolution: int | None = None,
     train_width: float | None = None,
-    derive_method: str = "argmax",
+    derive_method: str = "auto",
     top_k: int = 3,
     lam: float | None = None,
     batch_size: int | None = None,
@@ -330,7 +330,14 @@ def _finish(
     cfg = doc["config"]
     target_ms = float(cfg["target_ms"])
     probs = trainer.net.probs().detach().cpu().numpy()
-    idx = derive(probs, latency, target_ms, cfg["derive"], int(cfg.get("top_k", 3)))
+    method = cfg["derive"]
+    if method == "auto":
+        method = "within-budget" if cfg["loss"] == "budget" else "argmax"
+    band = getattr(trainer.loss, "band", None)
+    floor = target_ms * (1.0 - band) if band is not None else None
+    idx = derive(probs, latency, target_ms, method, int(cfg.get("top_k", 3)), floor_ms=floor)
+    argmax_idx = probs.argmax(axis=1)
+    argmax_ms = latency.of_indices(argmax_idx)
     arch = deploy.from_indices(idx)
     train_arch = train_space.from_indices(idx)
     predicted = latency.of_indices(idx)
@@ -396,6 +403,11 @@ def _finish(
         "target_ms": target_ms,
         "predicted_ms": predicted,
         "gap_pct": 100.0 * gap,
+        "derive": method,
+        "argmax_ms": argmax_ms,
+        "argmax_gap_pct": 100.0 * (argmax_ms / target_ms - 1.0),
+        "repaired_decisions": int((np.asarray(idx) != argmax_idx).sum()),
+        "settle_steps": trainer.settled,
         "within_target": bool(predicted <= target_ms * 1.05),
         "expected_ms": expected,
         "bounds_ms": doc["bounds_ms"],

@@ -40,7 +40,7 @@ class TrainSettings:
     """Hyper-parameters of the supernet training (defaults are the ones every acceptance run used)."""
 
     epochs: int = 30
-    warmup_epochs: int = 5
+    warmup_epochs: int = 10
     batch_size: int = 64
     weight_lr: float = 0.05
     weight_momentum: float = 0.9

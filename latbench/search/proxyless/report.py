@@ -102,10 +102,13 @@ def write_report(run_dir: Path, result: dict[str, Any], run_doc: dict[str, Any],
         f"| derived arch, predicted | {result['predicted_ms']:.3f} ({result['gap_pct']:+.1f} % vs target) |",
         f"| derived arch, measured (median) | {_fmt(meas and meas['median_ms'])}"
         + (f" (IQR {meas['iqr_ms']:.3f}, p90 {meas['p90_ms']:.3f}, n={meas['n']}) |" if meas else " |"),
+        f"| argmax arch at the end, predicted | {result['argmax_ms']:.3f} ({result['argmax_gap_pct']:+.1f} %) |",
         f"| supernet E[LAT] at the end | {result['expected_ms']:.3f} |",
         f"| reachable range of the space | {result['bounds_ms'][0]:.3f} - {result['bounds_ms'][1]:.3f} |",
         "",
-        f"Within 5 % of the target or below: **{'yes' if result['within_target'] else 'no'}**.",
+        f"Within 5 % of the target or below: **{'yes' if result['within_target'] else 'no'}**. "
+        f"Derived with `{result['derive']}`: {result['repaired_decisions']} decision(s) differ from the argmax arch; "
+        f"settling took {result['settle_steps']} alpha step(s).",
     ]
     if not meas:
         lines += ["", f"Not measured: {result.get('measured_note', 'no device to run on here')}."]
