@@ -133,6 +133,10 @@ def proxyless(
             f"[bold]latency[/bold]    target {d['target_ms']:.3f} ms, predicted {d['predicted_ms']:.3f} ms "
             f"({d['gap_pct']:+.1f} %), E[LAT] {d['expected_ms']:.3f} ms"
         )
+        out.print(
+            f"[bold]derived[/bold]    {d['derive']}: {d['repaired_decisions']} decision(s) changed from the argmax "
+            f"arch ({d['argmax_ms']:.3f} ms, {d['argmax_gap_pct']:+.1f} %)"
+        )
         if meas:
             out.print(
                 f"[bold]measured[/bold]   {meas['median_ms']:.3f} ms median "

@@ -252,7 +252,15 @@ def run(
     trainer = make_trainer(
         train_space, cfg["mode"], latency, loss_obj, splits, settings, cfg["seed"], dev, run_dir / "checkpoint"
     )
-    trainer.load_checkpoint()
+    resumed = trainer.load_checkpoint()
+    if progress:
+        from latbench.cli.common import console
+
+        what = f"resuming after epoch {trainer.epoch}" if resumed else "starting"
+        console.print(
+            f"proxyless run {run_dir.name}: {what} ({run_dir}); interrupt with Ctrl-C and go on with "
+            f"`latbench search proxyless --resume {run_dir.name}`"
+        )
     _fit_with_progress(trainer, cfg, progress)
     return _finish(run_dir, doc, trainer, deploy, train_space, latency, source, splits, dev, t_start, progress)
 
