@@ -158,6 +158,10 @@ class RunWriter:
     def checkpoint(self, engine: SearchEngine) -> None:
         from safetensors.numpy import save_file
 
+        if self.ckpt and len(engine.history) == self.rows:
+            # nothing told since the last checkpoint: keep it (the strategy may have asked since, and an
+            # interrupted batch must not advance the state a resumed run starts from)
+            return
         text = engine.history.csv_rows(self.rows)
         if text:
             with open(self.csv, "a", encoding="utf-8", newline="") as fh:

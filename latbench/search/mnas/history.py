@@ -94,13 +94,16 @@ class History:
             cols.append(opts[a["indices"][sl, j]].tolist())
 
         def num(x: np.ndarray, fmt: str) -> list[str]:
+            # "r": shortest text that reads back to the same float (a resumed run sees exactly these values)
+            if fmt == "r":
+                return [("" if not np.isfinite(v) else repr(v)) for v in x.tolist()]
             return [("" if not np.isfinite(v) else format(v, fmt)) for v in x.tolist()]
 
         cols += [
-            num(a["accuracy"][sl], ".6g"),
+            num(a["accuracy"][sl], "r"),
             a["source"][sl].tolist(),
-            num(a["latency_ms"][sl], ".6g"),
-            num(a["reward"][sl], ".6g"),
+            num(a["latency_ms"][sl], "r"),
+            num(a["reward"][sl], "r"),
             np.where(a["within_budget"][sl], "1", "0").tolist(),
             num(a["params"][sl], ".0f"),
             num(a["memory_mb"][sl], ".4g"),

@@ -5,7 +5,8 @@ same decisions, sized for ``resolution`` px inputs and the data set's classes.
 It is trained from scratch with SGD (Nesterov momentum, one-cycle learning
 rate, label smoothing) for ``epochs`` epochs or until ``max_seconds`` have
 passed, whichever comes first, and scored by top-1 accuracy on the validation
-split. Every trial is seeded from (search seed, trial id), so a resumed search
+split, after its BatchNorm statistics are recalibrated on training images.
+Every trial is seeded from (search seed, trial id), so a resumed search
 trains the same networks the same way.
 """
 
@@ -19,6 +20,25 @@ from latbench.errors import LatbenchError
 from latbench.search.mnas.evaluators.base import Evaluator
 from latbench.search.mnas.evaluators.torch_util import cached_splits, torch_threads
 from latbench.search.mnas.proxy import describe_proxy, proxy_arch, proxy_space
+
+
+def recalibrate_bn(net: Any, x: Any, samples: int = 512, batch: int = 128) -> None:
+    """Reset BatchNorm running statistics to the exact average over ``samples`` training images.
+
+    After a few dozen steps the running averages (momentum 0.1) still lag the
+    weights, and eval-mode accuracy is near chance; Once-for-All recalibrates
+    its sub-networks' BN statistics the same way.
+    """
+    import torch
+
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    net.train()
+    with torch.no_grad():
+        for i in range(0, min(samples, len(x)), batch):
+            net(x[i : i + batch])
 
 
 class TrainEvaluator(Evaluator):
@@ -100,6 +120,7 @@ class TrainEvaluator(Evaluator):
                     if time.perf_counter() - t0 > self.max_seconds:
                         cut = True
                         break
+            recalibrate_bn(net, x)
             net.eval()
             with torch.inference_mode():
                 pred = torch.cat([net(sp.x_valid[i : i + 256]).argmax(1) for i in range(0, len(sp.y_valid), 256)])

@@ -75,7 +75,7 @@ def synflow_score(net: Any, input_shape: tuple[int, ...]) -> float:
     total = 0.0
     for p in net.parameters():
         if p.grad is not None:
-            total += float((p * p.grad).abs().sum())
+            total += float((p.detach() * p.grad).abs().sum())
     if not total > 0 or not np.isfinite(total):
         raise FloatingPointError(f"synflow saliency is {total}")
     return float(np.log(total))

@@ -72,6 +72,7 @@ class EvolutionStrategy(Strategy):
         self.pop_idx = np.zeros((0, d), dtype=np.int64)
         self.pop_reward = np.zeros(0, dtype=np.float64)
         self.initial_asked = 0  # random members asked for the first population
+        self._tries = 1  # children drawn per open slot in one round (adapts to the acceptance rate)
 
     @property
     def batch_size(self) -> int:
@@ -103,7 +104,7 @@ class EvolutionStrategy(Strategy):
         n_mut = round(self.mutation_ratio * n)
         out = np.empty((n, self.pop_idx.shape[1]), dtype=np.int64)
         todo = np.arange(n)
-        tries = 1
+        tries = 1 if self.dedupe else self._tries
         for _ in range(self.max_redraws):
             # draw ``tries`` children per open slot at once and keep the first that meets the limits
             slots = np.tile(todo, tries)
@@ -114,11 +115,14 @@ class EvolutionStrategy(Strategy):
             pick = first[hit] * len(todo) + np.flatnonzero(hit)
             out[todo[hit]] = cand[pick]
             self.mark_proposed(cand[pick])
-            rate = max(hit.mean() / tries, 0.02) if len(todo) else 1.0
+            rate = max(float(ok.mean()), 0.02)
             todo = todo[~hit]
+            if not self.dedupe:
+                # draws per slot so that ~99% of the slots fill in one round (the next generation starts there too)
+                self._tries = int(min(64, max(1, np.ceil(np.log(0.01) / np.log1p(-min(rate, 0.999))))))
+                tries = self._tries
             if not len(todo):
                 return out
-            tries = 1 if self.dedupe else int(min(64, np.ceil(1.5 / rate)))
         # still over a limit after max_redraws: fresh feasible samples
         fill = self.sample_feasible(len(todo), around=self.pop_idx)
         out[todo[: len(fill)]] = fill
@@ -163,6 +167,7 @@ class EvolutionStrategy(Strategy):
     def state_dict(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         state, arrays = super().state_dict()
         state["initial_asked"] = min(self.initial_asked, self.population)
+        state["tries"] = self._tries
         arrays.update(pop_idx=self.pop_idx, pop_reward=self.pop_reward)
         return state, arrays
 
@@ -171,6 +176,7 @@ class EvolutionStrategy(Strategy):
         self.pop_idx = np.asarray(arrays["pop_idx"], dtype=np.int64).reshape(-1, len(self.space.decisions))
         self.pop_reward = np.asarray(arrays["pop_reward"], dtype=np.float64)
         self.initial_asked = int(state["initial_asked"])
+        self._tries = int(state.get("tries", 1))
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -9,9 +9,12 @@ MnasNet did) using the log-probabilities recorded when the archs were sampled.
 Advantages are ``(reward - baseline) / running std`` so the step size does not
 depend on the scale of the accuracy source.
 
-In hard-latency mode, sampled archs over a limit are not evaluated: they enter
-the update with a penalty reward (one reward range below the worst seen), so
-the controller learns to stay within the budget.
+In hard-latency mode, sampled archs over a limit are not evaluated. They are
+resampled; only while fewer than ``min_accept`` of the controller's samples
+meet the limits do they also enter the update, with a penalty reward (below the
+worst seen, lower the further over the budget), so the controller comes back
+towards the budget without learning to fear it (a penalty on every rejection
+drives it to tiny archs).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from latbench.errors import LatbenchError
+from latbench.search.mnas.evaluators.torch_util import torch_threads
 from latbench.search.mnas.strategies.base import Strategy, register_strategy
 
 ALGOS = ("reinforce", "ppo")
@@ -104,6 +108,9 @@ class RLStrategy(Strategy):
         ppo_clip: float = 0.2,
         ppo_epochs: int = 4,
         max_rejects: int = 50,
+        threads: int | None = 1,
+        learn_rejected: bool = True,
+        min_accept: float = 0.3,
     ) -> None:
         import torch
 
@@ -123,6 +130,10 @@ class RLStrategy(Strategy):
         self.ppo_clip = float(ppo_clip)
         self.ppo_epochs = int(ppo_epochs)
         self.max_rejects = int(max_rejects)
+        self.threads = threads
+        self.learn_rejected = bool(learn_rejected)
+        self.min_accept = float(min_accept)
+        self._accept_rate = 1.0
         seed = int(rng.integers(2**62))
         self.gen = torch.Generator().manual_seed(seed)
         with torch.random.fork_rng(devices=[]):
@@ -151,24 +162,47 @@ class RLStrategy(Strategy):
     def _sample(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
-        with torch.no_grad():
+        with torch_threads(self.threads), torch.no_grad():
             acts, logp, _ = self.policy(n, generator=self.gen)
         return acts.numpy().astype(np.int64), logp.numpy().astype(np.float64)
 
-    def _penalty(self) -> float:
-        if not np.isfinite(self.reward_lo):
-            return 0.0
-        return float(min(0.0, self.reward_lo) - max(self.reward_hi - self.reward_lo, abs(self.reward_lo) * 0.1, 1e-3))
+    def _penalty(self, latency_ms: np.ndarray | None = None) -> np.ndarray | float:
+        """Reward of an arch rejected unevaluated: below the worst seen, and lower the further over the budget.
+
+        The slope matters: when every sample of a batch is over the budget, it
+        still tells the controller which direction is faster.
+        """
+        if np.isfinite(self.reward_lo):
+            spread = max(self.reward_hi - self.reward_lo, abs(self.reward_lo) * 0.1, 1e-3)
+            base = min(0.0, self.reward_lo) - spread
+        else:
+            spread, base = 1.0, 0.0
+        if latency_ms is None:
+            return float(base)
+        over = np.maximum(np.asarray(latency_ms) / self.problem.target_ms - 1.0, 0.0)
+        return base - spread * over
 
     def ask(self, n: int) -> np.ndarray:
         got: list[np.ndarray] = []
         total = 0
         for _ in range(self.max_rejects):
-            idx, logp = self._sample(max(n - total, 1))
-            ok = self.problem.feasible(idx)
+            # oversample by the recent acceptance rate (hard limits), so one round usually suffices
+            want = n - total
+            idx, logp = self._sample(int(min(max(want / self._accept_rate * 1.2, want, 1), 16 * max(want, 1))))
+            static = self.problem.measure_static(idx)
+            ok, lat = static["feasible"], static["latency_ms"]
+            self._accept_rate = max(0.05, 0.5 * self._accept_rate + 0.5 * float(ok.mean()))
+            if ok.sum() > want:  # the surplus feasible ones are dropped unseen (not told, not learned from)
+                keep = np.flatnonzero(ok)[want:]
+                ok[keep] = False
+                idx, logp = np.delete(idx, keep, axis=0), np.delete(logp, keep)
+                ok, lat = np.delete(ok, keep), np.delete(lat, keep)
             if (~ok).any():
                 self.rejected += int((~ok).sum())
-                self._add(idx[~ok], np.full(int((~ok).sum()), self._penalty()), logp[~ok])
+                if self.learn_rejected and self._accept_rate < self.min_accept:
+                    # only while the controller proposes mostly over-limit archs: it then learns to come back;
+                    # otherwise rejections are just resampled, so it does not learn to fear the budget
+                    self._add(idx[~ok], np.asarray(self._penalty(lat[~ok])), logp[~ok])
             for row, lp in zip(idx[ok], logp[ok], strict=True):
                 self.pending.setdefault(row.tobytes(), []).append(float(lp))
             if ok.any():
@@ -210,6 +244,10 @@ class RLStrategy(Strategy):
             self.buf_logp = self.buf_logp[self.batch :]
 
     def _update(self, idx: np.ndarray, rewards: np.ndarray, old_logp: np.ndarray) -> None:
+        with torch_threads(self.threads):
+            self._update_inner(idx, rewards, old_logp)
+
+    def _update_inner(self, idx: np.ndarray, rewards: np.ndarray, old_logp: np.ndarray) -> None:
         import torch
 
         mean, var = float(rewards.mean()), float(rewards.var())

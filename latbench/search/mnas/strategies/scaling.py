@@ -130,8 +130,9 @@ class CompoundScalingStrategy(Strategy):
         tolerance: float = 0.1,
         step: float = 0.05,
         max_multiplier: float = 2.0,
-        phi_max: float = 8.0,
-        phi_step: float = 0.05,
+        phi_max: float = 60.0,
+        phi_points: int = 121,
+        max_growth: float = 4.0,
     ) -> None:
         super().__init__(problem, rng, trials=trials, dedupe=dedupe)
         maker = SCALING_AXES.get(self.space.name)
@@ -147,7 +148,9 @@ class CompoundScalingStrategy(Strategy):
         self.tolerance = float(tolerance)
         self.step = float(step)
         self.max_multiplier = float(max_multiplier)
-        self.phis = np.arange(0.0, float(phi_max) + 1e-9, float(phi_step))
+        self.phi_max = float(phi_max)
+        self.phi_points = int(phi_points)
+        self.max_growth = float(max_growth)
         self.queue: list[tuple[np.ndarray, tuple[float, float, float, float]]] = []
         self.asked: set[bytes] = set()
         self.told: set[bytes] = set()
@@ -183,15 +186,24 @@ class CompoundScalingStrategy(Strategy):
                 out.append((round(float(a), 4), round(float(b), 4), round(float(g), 4)))
         return sorted(set(out))
 
-    def _fit_phi(self, triple: tuple[float, float, float], phis: np.ndarray) -> list[tuple[np.ndarray, float]]:
+    def _phis(self, triple: tuple[float, float, float]) -> np.ndarray:
+        """phi values from 0 to where every multiplier has reached ``max_growth`` (the space's limits)."""
+        caps = [np.log(self.max_growth) / np.log(m) for m in triple if m > 1.0 + 1e-9]
+        cap = min(max(caps), self.phi_max) if caps else 0.0
+        return np.linspace(0.0, cap, self.phi_points) if cap > 0 else np.zeros(1)
+
+    def _fit_phi(
+        self, triple: tuple[float, float, float], phis: np.ndarray | None = None
+    ) -> list[tuple[np.ndarray, float]]:
         a, b, g = triple
+        phis = self._phis(triple) if phis is None else phis
         cands = np.stack([self.scale_fn(self.base, a**p, b**p, g**p) for p in phis])
         lat = self.problem.latency_ms(cands)
         ok = (lat <= self.problem.target_ms) & self.problem.feasible(cands)
         return [(cands[i], float(phis[i])) for i in np.flatnonzero(ok)]
 
     def _enqueue(self, triple: tuple[float, float, float], extra_below: int = 0) -> None:
-        fits = self._fit_phi(triple, self.phis)
+        fits = self._fit_phi(triple)
         if not fits:
             return
         picks = [fits[-1]]
@@ -218,7 +230,7 @@ class CompoundScalingStrategy(Strategy):
                     "give a smaller base arch or a larger target"
                 )
             for t in self.triples():
-                self._enqueue(t)
+                self._enqueue(t, extra_below=1)
             order = self.rng.permutation(len(self.queue))
             self.queue = [self.queue[i] for i in order]
             self.stage = 1
