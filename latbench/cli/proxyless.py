@@ -63,6 +63,9 @@ def proxyless(
         float | None, typer.Option("--lambda", help="Fixed latency weight of --loss add. [default: 0.1]")
     ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size. [default: 64]")] = None,
+    alpha_lr: Annotated[
+        float | None, typer.Option(help="Adam learning rate of alpha (betas 0, 0.999). [default: 1e-3, ProxylessNAS]")
+    ] = None,
     retrain: Annotated[
         int | None, typer.Option(help="Train the derived net from scratch for this many epochs; report test accuracy.")
     ] = None,
@@ -112,6 +115,7 @@ def proxyless(
         top_k=top_k,
         lam=lam,
         batch_size=batch_size,
+        alpha_lr=alpha_lr,
         retrain=retrain,
         baseline=baseline,
         train_device=train_device,

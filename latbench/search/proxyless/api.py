@@ -25,7 +25,14 @@ from latbench.device import library_versions, now_iso
 from latbench.errors import LatbenchError
 from latbench.search.proxyless.checkpoint import save_tensors, write_json
 from latbench.search.proxyless.derive import DERIVE_METHODS, derive
-from latbench.search.proxyless.engine import EpochRecord, SupernetTrainer, TrainSettings, make_trainer, torch_device
+from latbench.search.proxyless.engine import (
+    EpochRecord,
+    SupernetTrainer,
+    TrainSettings,
+    cpu_threads,
+    make_trainer,
+    torch_device,
+)
 from latbench.search.proxyless.latency import ExpectedLatency, parse_target, same_decisions
 from latbench.search.proxyless.losses import LOSSES, make_loss
 from latbench.search.proxyless.report import alpha_csv, plot_trajectory, rows_csv, write_report
@@ -130,6 +137,7 @@ def run(
     top_k: int = 3,
     lam: float | None = None,
     batch_size: int | None = None,
+    alpha_lr: float | None = None,
     retrain: int | None = None,
     baseline: int = 0,
     train_device: str = "auto",
@@ -197,6 +205,8 @@ def run(
             settings.warmup_epochs = int(warmup)
         if batch_size is not None:
             settings.batch_size = int(batch_size)
+        if alpha_lr is not None:
+            settings.alpha_lr = float(alpha_lr)
         if share_weights is not None:
             settings.share_weights = bool(share_weights)
         if settings.epochs < 1 or settings.warmup_epochs < 0:
@@ -262,7 +272,8 @@ def run(
             f"`latbench search proxyless --resume {run_dir.name}`"
         )
     _fit_with_progress(trainer, cfg, progress)
-    return _finish(run_dir, doc, trainer, deploy, train_space, latency, source, splits, dev, t_start, progress)
+    with cpu_threads(settings.threads if dev.type == "cpu" else None):
+        return _finish(run_dir, doc, trainer, deploy, train_space, latency, source, splits, dev, t_start, progress)
 
 
 def _resolve_source(deploy: SearchSpace, args: dict[str, Any]) -> Any:
@@ -395,12 +406,10 @@ def _finish(
     else:
         note = "measurement switched off (--no-measure)"
     gap = predicted / target_ms - 1.0
-    cards = deploy.cardinalities
     choices_table = [
         (d.name, d.options[int(j)], float(probs[i, int(j)]))
         for i, (d, j) in enumerate(zip(deploy.decisions, idx, strict=True))
     ]
-    del cards
     result_doc: dict[str, Any] = {
         "run_id": run_dir.name,
         "run_dir": str(run_dir),

@@ -33,8 +33,11 @@ def step_proxyless_search(ctx: Any) -> None:
     )
     d = res.to_dict()
     meas = d.get("measured")
+    from latbench.demo import STEPS
+
+    number = 3 + STEPS.index(step_proxyless_search) if step_proxyless_search in STEPS else "*"
     out.print(
-        f"[bold]4. differentiable search[/bold] (ProxylessNAS binary paths, budget loss, "
+        f"[bold]{number}. differentiable search[/bold] (ProxylessNAS binary paths, budget loss, "
         f"{DEMO_SETTINGS['warmup']}+{DEMO_SETTINGS['epochs']} epochs on digits 32x32, latency of the 224 net)"
     )
     out.print(f"   arch       {' '.join(str(v) for v in d['arch']['choices'].values())}")
@@ -42,6 +45,8 @@ def step_proxyless_search(ctx: Any) -> None:
         f"   target     {d['target_ms']:.2f} ms   predicted {d['predicted_ms']:.2f} ms ({d['gap_pct']:+.1f} %)   "
         + (f"measured {meas['median_ms']:.2f} ms (IQR {meas['iqr_ms']:.2f})" if meas else "not measured")
     )
+    out.print("   (predicted = the table's LUT sum, which misses the glue between ops; search with a calibrated")
+    out.print("    `--predictor` to count it)")
     out.print(f"   run        {d['run_dir']} ({time.perf_counter() - t0:.0f} s; report.md, arch.json, model.onnx)")
     ctx.results["proxyless"] = {
         "run_dir": d["run_dir"],
