@@ -122,6 +122,14 @@ def test_binary_step_costs_about_one_subnet_and_softmax_all_paths() -> None:
 _RSS_SCRIPT = textwrap.dedent(
     """
     import json, resource, sys
+    from pathlib import Path
+
+    def status_mb(field):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
     import numpy as np, torch, torch.nn.functional as F
     from latbench.spaces import get_space
     from latbench.search.proxyless.supernet import build_supernet
@@ -138,7 +146,11 @@ _RSS_SCRIPT = textwrap.dedent(
     x = torch.randn(batch, 3, 32, 32)
     y = torch.randint(0, 10, (batch,))
     g = torch.Generator().manual_seed(0)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:  # reset the peak (VmHWM) to the current RSS, so the peak below is the training's own
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    before = status_mb("VmRSS")
     for phase in ("weights", "alpha", "weights", "alpha"):
         if mode != "subnet":
             for p in params:
@@ -146,13 +158,13 @@ _RSS_SCRIPT = textwrap.dedent(
             net.plan(phase, g)
         F.cross_entropy(net(x), y).backward()
         net.zero_grad(set_to_none=True)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"before_mb": before / 1024, "after_mb": after / 1024}))
+    after = status_mb("VmHWM")
+    print(json.dumps({"before_mb": before, "after_mb": after}))
     """
 )
 
 
-def _rss(mode: str, batch: int = 256) -> dict[str, float]:
+def _rss(mode: str, batch: int = 512) -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, "-c", _RSS_SCRIPT, mode, str(batch)], check=True, capture_output=True, text=True, timeout=600
     )
@@ -162,11 +174,12 @@ def _rss(mode: str, batch: int = 256) -> dict[str, float]:
 
 
 def test_peak_rss_binary_stays_near_one_subnet() -> None:
-    """Peak RSS growth of 4 training steps (batch 256), each mode in a fresh process."""
+    """Peak RSS growth over the RSS before 4 training steps (batch 512), each mode in a fresh process."""
     rss = {m: _rss(m) for m in ("subnet", "binary", "softmax")}
     print("\npeak RSS (MB):", {m: {k: round(v, 1) for k, v in d.items()} for m, d in rss.items()})
     sub, binary, softmax = (rss[m]["training_mb"] for m in ("subnet", "binary", "softmax"))
-    assert binary < 2.0 * sub + 20
+    assert sub > 10  # the measurement sees activation memory at all
+    assert binary < 2.0 * sub
     assert softmax > 3.0 * binary
 
 
