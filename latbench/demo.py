@@ -124,3 +124,7 @@ def run_demo(device: str = "demo-cpu", seed: int = 0) -> DemoContext:
 from latbench.search.proxyless.demo import step_proxyless_search  # noqa: E402
 
 STEPS.append(step_proxyless_search)
+
+from latbench.search.mnas.demo import step_mnas_search  # noqa: E402
+
+STEPS.append(step_mnas_search)

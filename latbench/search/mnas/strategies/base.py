@@ -57,6 +57,7 @@ class Strategy(ABC):
         self.trials = int(trials)
         self.dedupe = bool(dedupe)
         self.seen: set[bytes] = set()
+        self._accept_rate = 0.5  # share of uniform samples meeting the limits (learnt by sample_feasible)
 
     # ------------------------------------------------------------------ contract
     @abstractmethod
@@ -78,10 +79,11 @@ class Strategy(ABC):
         return False
 
     def state_dict(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        return {"rng": rng_state(self.rng)}, {}
+        return {"rng": rng_state(self.rng), "accept_rate": self._accept_rate}, {}
 
     def load_state_dict(self, state: dict[str, Any], arrays: dict[str, np.ndarray], history: np.ndarray) -> None:
         set_rng_state(self.rng, state["rng"])
+        self._accept_rate = float(state.get("accept_rate", self._accept_rate))
         if self.dedupe:
             self.seen = {row.tobytes() for row in np.asarray(history, dtype=np.int64)}
 
@@ -120,16 +122,19 @@ class Strategy(ABC):
         got: list[np.ndarray] = []
         total = 0
         for _ in range(64):
-            m = int(min(max(2 * (n - total), 256), 65536))
+            # draw enough for the remaining slots at the acceptance rate seen so far
+            m = int(min(max(1.3 * (n - total) / self._accept_rate, 256), 65536))
             cand = self.space.sample_indices(self.rng, m)
-            cand = cand[self.accept(cand)][: n - total]
+            ok = self.accept(cand)
+            self._accept_rate = max(float(ok.mean()), 1e-3)
+            cand = cand[ok][: n - total]
             if len(cand):
                 got.append(cand)
                 total += len(cand)
                 if self.dedupe:
                     self.mark_proposed(cand)
-            if total >= n:
-                break
+            if total >= n or self._accept_rate < 0.005:
+                break  # done, or the feasible region is too small to hit at random: mutate known archs
         if total < n:
             seeds = [self.problem.latency_range[2][None, :]]
             if around is not None and len(around):

@@ -1,0 +1,68 @@
+"""The README demo's MnasNet-reward step (appended to ``latbench.demo.STEPS``).
+
+A short evolution search (hard budget half-way across the demo table's latency
+range, NASWOT zero-cost accuracy on digits) on this CPU's freshly built table;
+prints the found arch, its predicted latency (LUT sum) and its latency measured
+end to end on this CPU, beside the budget. About half a minute on two busy cores.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+#: the short search the demo runs
+DEMO_SETTINGS: dict[str, Any] = {
+    "strategy": "evolution",
+    "evaluator": "zero-cost",
+    "trials": 60,
+    "reward": "hard",
+    "top_k": 1,
+}
+
+
+def step_mnas_search(ctx: Any) -> None:
+    """Search ``ctx.space`` under half its latency range with ``ctx.table``; measure the result on the demo device."""
+    from latbench.cli.common import out
+    from latbench.predict.lut import TableLatency
+    from latbench.search.mnas.api import run
+
+    t0 = time.perf_counter()
+    lo, hi = TableLatency(ctx.table).compile(ctx.space).bounds()
+    target = lo + 0.5 * (hi - lo)
+    res = run(
+        table=str(ctx.table.path),
+        device=ctx.profile.name,
+        space=ctx.space.name,
+        resolution=ctx.space.params.get("resolution"),
+        target=target,
+        seed=ctx.seed,
+        out=ctx.workdir / "runs",
+        progress=True,
+        **DEMO_SETTINGS,
+    )
+    b = res.best
+    meas = b.get("measured") if b else None
+    out.print(
+        f"[bold]5. MnasNet-reward search[/bold] (aging evolution, {res.summary['trials']} trials, hard budget, "
+        "NASWOT score on digits 32x32, latency of the 224 net)"
+    )
+    if not b:
+        out.print("   no trial succeeded; see the run's history.csv")
+        return
+    out.print(f"   arch       {' '.join(str(v) for v in b['arch']['choices'].values())}")
+    line = f"   budget     {target:.2f} ms   predicted {b['predicted_ms']:.2f} ms (LUT sum)   "
+    if meas:
+        verdict = "within" if meas["median_ms"] <= target else "OVER (the LUT sum misses the glue between ops)"
+        line += f"measured {meas['median_ms']:.2f} ms (IQR {meas['iqr_ms']:.2f}): {verdict}"
+    else:
+        line += "not measured"
+    out.print(line)
+    out.print(f"   run        {res.run_dir} ({time.perf_counter() - t0:.0f} s; report.md, best.json, best.onnx)")
+    ctx.results["mnas"] = {
+        "run_dir": str(res.run_dir),
+        "target_ms": target,
+        "predicted_ms": b["predicted_ms"],
+        "measured_ms": meas["median_ms"] if meas else None,
+        "seconds": time.perf_counter() - t0,
+    }
