@@ -298,3 +298,31 @@ def test_cuda_is_refused_in_one_line_without_it(home: Path, fake_proxyless: Late
         pytest.skip("CUDA is here")
     with pytest.raises(LatbenchError, match="CUDA is not available"):
         run(device=FAKE, target="50%", train_device="cuda", progress=False)
+
+
+def test_demo_step_prints_the_arch_with_predicted_and_measured_latency(
+    home: Path,
+    tiny_npz: Path,
+    fake_proxyless: LatencyTable,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import latbench.cli  # noqa: F401  (the CLI installs the other demo steps first, as `latbench demo` does)
+    from latbench import demo
+    from latbench.device import load_profile
+    from latbench.search.proxyless import demo as px_demo
+
+    assert px_demo.step_proxyless_search in demo.STEPS
+    # the README demo's settings, shortened for a unit test (the real step: 4 + 12 epochs on all digits)
+    monkeypatch.setitem(px_demo.DEMO_SETTINGS, "epochs", 1)
+    monkeypatch.setitem(px_demo.DEMO_SETTINGS, "warmup", 0)
+    monkeypatch.setitem(px_demo.DEMO_SETTINGS, "data", str(tiny_npz))
+    prof = load_profile(FAKE)
+    ctx = demo.DemoContext(FAKE, prof, prof.make_backend(), fake_proxyless, get_space("proxyless-mobile"), home)
+    px_demo.step_proxyless_search(ctx)
+    out = capsys.readouterr().out
+    r = ctx.results["proxyless"]
+    assert r["measured_ms"] > 0 and 0.95 * r["target_ms"] <= r["predicted_ms"] <= r["target_ms"]
+    assert f"predicted {r['predicted_ms']:.2f} ms" in out and f"measured {r['measured_ms']:.2f} ms" in out
+    arch = json.loads((Path(r["run_dir"]) / "arch.json").read_text())
+    assert " ".join(arch["choices"].values()) in out
