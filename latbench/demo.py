@@ -3,7 +3,7 @@
 1. profile this CPU with ``torch-cpu``;
 2. build the ``proxyless-mobile`` table at 224 (resumes if already there);
 3. sample 10 archs, measure each end to end, print LUT sum vs measured;
-4. further steps (search engines) append themselves to :data:`STEPS`.
+4. a predictor with the glue fitted on half of those networks, then the two search engines (:func:`demo_steps`).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ class DemoContext:
     workdir: Path
     seed: int = 0
     results: dict[str, Any] = field(default_factory=dict)
+    step: int = 3  # number of the step running, for its heading
 
 
 def step_profile(device: str) -> tuple[DeviceProfile, Any]:
@@ -89,7 +90,7 @@ def step_lut_vs_measured(ctx: DemoContext, n: int = 10) -> None:
     lut = [ctx.table.lut_sum(ctx.space.ops_of(a)) for a in archs]
     ms, _ = measure_archs(ctx.backend, archs, network_timing(ctx.backend, None, None), ctx.profile.sentinel_ms)
     meas = [m.median for m in ms]
-    out.print("[bold]3. LUT sum vs measured[/bold] (10 random proxyless-mobile archs, 224, ms)")
+    out.print(f"[bold]{ctx.step}. LUT sum vs measured[/bold] (10 random proxyless-mobile archs, 224, ms)")
     out.print("   #   LUT sum   measured   error")
     for i, (p, m) in enumerate(zip(lut, meas, strict=True)):
         out.print(f"  {i:2d}  {p:8.2f}  {m:9.2f}  {100 * (p - m) / m:+6.1f}%")
@@ -107,8 +108,13 @@ def step_lut_vs_measured(ctx: DemoContext, n: int = 10) -> None:
     }
 
 
-#: later steps: callables taking the context (search engines add theirs)
-STEPS: list[Callable[[DemoContext], None]] = [step_lut_vs_measured]
+def demo_steps() -> list[Callable[[DemoContext], None]]:
+    """The steps after the table, in order (imported here: they build on the whole package)."""
+    from latbench.predict.demo import step_predictor
+    from latbench.search.mnas.demo import step_mnas_search
+    from latbench.search.proxyless.demo import step_proxyless_search
+
+    return [step_lut_vs_measured, step_predictor, step_mnas_search, step_proxyless_search]
 
 
 def run_demo(device: str = "demo-cpu", seed: int = 0) -> DemoContext:
@@ -116,15 +122,8 @@ def run_demo(device: str = "demo-cpu", seed: int = 0) -> DemoContext:
     prof, backend = step_profile(device)
     table = step_table(prof, backend, space)
     ctx = DemoContext(device, prof, backend, table, space, paths.write_dir("tables").parent, seed)
-    for step in STEPS:
+    for number, step in enumerate(demo_steps(), start=3):
+        ctx.step = number
         step(ctx)
     return ctx
 
-
-from latbench.search.proxyless.demo import step_proxyless_search  # noqa: E402
-
-STEPS.append(step_proxyless_search)
-
-from latbench.search.mnas.demo import step_mnas_search  # noqa: E402
-
-STEPS.append(step_mnas_search)

@@ -19,9 +19,6 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.
 
 
 def register(app: typer.Typer) -> None:
-    from latbench.predict.demo import install
-
-    install()  # the demo's predictor step
     predictor_app.command("train")(predictor_train)
     predictor_app.command("eval")(predictor_eval)
     app.command("predict")(predict)

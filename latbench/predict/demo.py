@@ -1,4 +1,4 @@
-"""The README demo's predictor step (inserted into ``latbench.demo.STEPS`` after the LUT-vs-measured step).
+"""The README demo's predictor step (runs after the LUT-vs-measured step, see ``latbench.demo.demo_steps``).
 
 Trains an xgboost predictor on the demo's table, fits the end-to-end glue on
 half of the networks the previous step measured, and predicts the other half
@@ -35,7 +35,7 @@ def step_predictor(ctx: Any) -> None:
     lut = np.asarray(done["lut_ms"], dtype=np.float64)[half:]
     acc_model, acc_lut = accuracy(pred, measured[half:]), accuracy(lut, measured[half:])
     out.print(
-        f"[bold]4. predictor[/bold] xgboost on the table, glue fitted on {half} of those networks "
+        f"[bold]{ctx.step}. predictor[/bold] xgboost on the table, glue fitted on {half} of those networks "
         f"({fit['scale']:.3f} x op sum + {fit['offset_ms']:.2f} ms), saved to {path}"
     )
     out.print(
@@ -44,15 +44,3 @@ def step_predictor(ctx: Any) -> None:
     )
     ctx.results["predictor"] = {"path": str(path), "model": acc_model, "lut": acc_lut, **model.calibration.to_dict()}
 
-
-def install() -> None:
-    """Put :func:`step_predictor` right after the LUT-vs-measured step (once)."""
-    from latbench import demo
-
-    if step_predictor in demo.STEPS:
-        return
-    try:
-        at = demo.STEPS.index(demo.step_lut_vs_measured) + 1
-    except ValueError:
-        at = len(demo.STEPS)
-    demo.STEPS.insert(at, step_predictor)

@@ -1,4 +1,4 @@
-"""The README demo's MnasNet-reward step (appended to ``latbench.demo.STEPS``).
+"""The README demo's MnasNet-reward step (see ``latbench.demo.demo_steps``).
 
 A short evolution search (hard budget half-way across the demo table's latency
 range, NASWOT zero-cost accuracy on digits) on this CPU's freshly built table;
@@ -44,7 +44,8 @@ def step_mnas_search(ctx: Any) -> None:
     b = res.best
     meas = b.get("measured") if b else None
     out.print(
-        f"[bold]5. MnasNet-reward search[/bold] (aging evolution, {res.summary['trials']} trials, hard budget, "
+        f"[bold]{ctx.step}. MnasNet-reward search[/bold] (aging evolution, {res.summary['trials']} trials, "
+        "hard budget, "
         "NASWOT score on digits 32x32, latency of the 224 net)"
     )
     if not b:

@@ -1,4 +1,4 @@
-"""The README demo's differentiable-search step (appended to ``latbench.demo.STEPS``).
+"""The README demo's differentiable-search step (see ``latbench.demo.demo_steps``).
 
 A short budget search (binary paths, half-way target) on this CPU's freshly
 built table; prints the derived arch, its predicted latency and its latency
@@ -33,9 +33,7 @@ def step_proxyless_search(ctx: Any) -> None:
     )
     d = res.to_dict()
     meas = d.get("measured")
-    from latbench.demo import STEPS
-
-    number = 3 + STEPS.index(step_proxyless_search) if step_proxyless_search in STEPS else "*"
+    number = ctx.step
     out.print(
         f"[bold]{number}. differentiable search[/bold] (ProxylessNAS binary paths, budget loss, "
         f"{DEMO_SETTINGS['warmup']}+{DEMO_SETTINGS['epochs']} epochs on digits 32x32, latency of the 224 net)"
