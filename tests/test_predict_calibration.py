@@ -193,7 +193,6 @@ def test_eval_with_in_run_calibration(home: Path, capsys, tmp_path: Path) -> Non
 
 
 def test_demo_step_trains_and_calibrates(home: Path, tmp_path: Path) -> None:
-    import latbench.cli  # noqa: F401  (registers the step)
     from latbench import demo
     from latbench.backends import get_backend
     from latbench.cli.core import measure_archs
@@ -202,7 +201,8 @@ def test_demo_step_trains_and_calibrates(home: Path, tmp_path: Path) -> None:
     from latbench.spaces import get_space
     from latbench.table import build_table
 
-    assert demo.STEPS.index(step_predictor) == demo.STEPS.index(demo.step_lut_vs_measured) + 1
+    steps = demo.demo_steps()
+    assert steps.index(step_predictor) == steps.index(demo.step_lut_vs_measured) + 1
     be = get_backend("fake")
     space = get_space("proxyless-mobile")
     table, _ = build_table(be, space.vocabulary, tmp_path / "t.json", space=space.name, space_params=space.params)
