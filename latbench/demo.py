@@ -126,4 +126,3 @@ def run_demo(device: str = "demo-cpu", seed: int = 0) -> DemoContext:
         ctx.step = number
         step(ctx)
     return ctx
-

@@ -7,10 +7,30 @@ deployed network of that family pays.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
 from latbench.ops import OpSpec
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run with ``n`` torch intra-op threads (``None``/0: leave as is), restoring the previous number after.
+
+    On a shared machine one thread avoids thread thrashing in training and proxies.
+    """
+    if not n:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def activation(name: str) -> nn.Module:

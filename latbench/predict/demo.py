@@ -43,4 +43,3 @@ def step_predictor(ctx: Any) -> None:
         f"(LUT sum {100 * acc_lut['mape']:.1f}%), within 10%: {100 * acc_model['within_10']:.0f}%"
     )
     ctx.results["predictor"] = {"path": str(path), "model": acc_model, "lut": acc_lut, **model.calibration.to_dict()}
-

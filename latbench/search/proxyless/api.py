@@ -29,7 +29,6 @@ from latbench.search.proxyless.engine import (
     EpochRecord,
     SupernetTrainer,
     TrainSettings,
-    cpu_threads,
     make_trainer,
     torch_device,
 )
@@ -38,6 +37,7 @@ from latbench.search.proxyless.losses import LOSSES, make_loss
 from latbench.search.proxyless.report import alpha_csv, plot_trajectory, rows_csv, write_report
 from latbench.search.proxyless.supernet import MODES, space_layout
 from latbench.spaces import Arch, SearchSpace, get_space
+from latbench.torch_ops import torch_threads
 
 RUN_SCHEMA = "latbench.proxyless-run/1"
 #: the training variant of each space (digits at 32x32 on a CPU)
@@ -272,7 +272,7 @@ def run(
             f"`latbench search proxyless --resume {run_dir.name}`"
         )
     _fit_with_progress(trainer, cfg, progress)
-    with cpu_threads(settings.threads if dev.type == "cpu" else None):
+    with torch_threads(settings.threads if dev.type == "cpu" else None):
         return _finish(run_dir, doc, trainer, deploy, train_space, latency, source, splits, dev, t_start, progress)
 
 

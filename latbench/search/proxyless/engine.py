@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from latbench.search.proxyless.checkpoint import join_optimizer, load_tensors, s
 from latbench.search.proxyless.latency import ExpectedLatency
 from latbench.search.proxyless.losses import LatencyLoss
 from latbench.search.proxyless.supernet import Supernet, build_supernet
+from latbench.torch_ops import torch_threads
 
 CHECKPOINT_TENSORS = "checkpoint.safetensors"
 CHECKPOINT_STATE = "checkpoint.json"
@@ -102,20 +102,6 @@ def torch_device(name: str | None) -> torch.device:
         return torch.device(name)
     except RuntimeError:
         raise LatbenchError(f"bad --train-device {name!r}; use auto, cpu or cuda") from None
-
-
-@contextmanager
-def cpu_threads(n: int | None) -> Iterator[None]:
-    """Run with ``n`` torch intra-op threads (``None``: leave as is), restoring the previous number after."""
-    if not n:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
@@ -261,7 +247,7 @@ class SupernetTrainer:
     # ------------------------------------------------------------------ loop
     def fit(self, on_step: Callable[[int, int, dict[str, Any]], None] | None = None) -> SupernetTrainer:
         """Train from the epoch after the last checkpoint to the end; ``on_step(done, total, status)``."""
-        with cpu_threads(self.settings.threads if self.device.type == "cpu" else None):
+        with torch_threads(self.settings.threads if self.device.type == "cpu" else None):
             return self._fit(on_step)
 
     def _fit(self, on_step: Callable[[int, int, dict[str, Any]], None] | None) -> SupernetTrainer:

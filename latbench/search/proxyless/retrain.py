@@ -56,10 +56,10 @@ def retrain(
 
     ``threads``: torch intra-op threads on a CPU while training (1 is fastest for these small nets).
     """
-    from latbench.search.proxyless.engine import cpu_threads
+    from latbench.torch_ops import torch_threads
 
     device = device or torch.device("cpu")
-    with cpu_threads(threads if device.type == "cpu" else None):
+    with torch_threads(threads if device.type == "cpu" else None):
         return _retrain(
             space, arch, splits, epochs, seed, batch_size, lr, weight_decay, label_smoothing, device, on_epoch
         )

@@ -18,8 +18,9 @@ from typing import Any
 
 from latbench.errors import LatbenchError
 from latbench.search.mnas.evaluators.base import Evaluator
-from latbench.search.mnas.evaluators.torch_util import cached_splits, torch_threads
+from latbench.search.mnas.evaluators.torch_util import cached_splits
 from latbench.search.mnas.proxy import describe_proxy, proxy_arch, proxy_space
+from latbench.torch_ops import torch_threads
 
 
 def recalibrate_bn(net: Any, x: Any, samples: int = 512, batch: int = 128) -> None:

@@ -24,8 +24,9 @@ import numpy as np
 
 from latbench.errors import LatbenchError
 from latbench.search.mnas.evaluators.base import Evaluator
-from latbench.search.mnas.evaluators.torch_util import cached_splits, torch_threads
+from latbench.search.mnas.evaluators.torch_util import cached_splits
 from latbench.search.mnas.proxy import describe_proxy, proxy_arch, proxy_space
+from latbench.torch_ops import torch_threads
 
 PROXIES = ("naswot", "synflow", "grad-norm")
 

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from latbench.errors import LatbenchError
-from latbench.search.mnas.evaluators.torch_util import torch_threads
 from latbench.search.mnas.strategies.base import Strategy, register_strategy
+from latbench.torch_ops import torch_threads
 
 ALGOS = ("reinforce", "ppo")
 
