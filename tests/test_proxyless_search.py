@@ -307,20 +307,21 @@ def test_demo_step_prints_the_arch_with_predicted_and_measured_latency(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import latbench.cli  # noqa: F401  (the CLI installs the other demo steps first, as `latbench demo` does)
     from latbench import demo
     from latbench.device import load_profile
     from latbench.search.proxyless import demo as px_demo
 
-    assert px_demo.step_proxyless_search in demo.STEPS
+    assert px_demo.step_proxyless_search in demo.demo_steps()
     # the README demo's settings, shortened for a unit test (the real step: 4 + 12 epochs on all digits)
     monkeypatch.setitem(px_demo.DEMO_SETTINGS, "epochs", 1)
     monkeypatch.setitem(px_demo.DEMO_SETTINGS, "warmup", 0)
     monkeypatch.setitem(px_demo.DEMO_SETTINGS, "data", str(tiny_npz))
     prof = load_profile(FAKE)
     ctx = demo.DemoContext(FAKE, prof, prof.make_backend(), fake_proxyless, get_space("proxyless-mobile"), home)
+    ctx.step = 6
     px_demo.step_proxyless_search(ctx)
     out = capsys.readouterr().out
+    assert "6. differentiable search" in out
     r = ctx.results["proxyless"]
     assert r["measured_ms"] > 0 and 0.95 * r["target_ms"] <= r["predicted_ms"] <= r["target_ms"]
     assert f"predicted {r['predicted_ms']:.2f} ms" in out and f"measured {r['measured_ms']:.2f} ms" in out
