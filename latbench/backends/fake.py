@@ -74,7 +74,7 @@ class FakeBackend(Backend):
             ops = space.ops_of(workload)
             for op in ops:
                 self.check_supported(op)
-            glue = 0.02 * len(ops) * float(self.settings["speed"])
+            glue = (0.3 + 0.02 * len(ops)) * float(self.settings["speed"])  # call overhead + per-op glue
             total = sum(self.op_latency_ms(op) for op in ops) + glue
             return total, hashlib.sha1(repr(sorted(workload["choices"].items())).encode()).hexdigest()
         raise UnsupportedOp(f"the fake backend cannot run the model file {Path(workload)}")
