@@ -39,7 +39,7 @@ def test_accuracy_numbers() -> None:
 
 
 def _setup(capsys, tmp_path: Path) -> None:
-    assert run_cli(capsys, "profile", "fake", "--name", "fk")[0] == 0
+    assert run_cli(capsys, "profile", "fake", "--name", "fk", "--set", "noise=0.0")[0] == 0
     assert run_cli(capsys, "table", "build", "--device", "fk", "--space", "proxyless-mobile")[0] == 0
     assert run_cli(capsys, "table", "build", "--device", "fk", "--sample", "120", "--out", tmp_path / "s.json")[0] == 0
     code = run_cli(
