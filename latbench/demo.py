@@ -19,10 +19,8 @@ from scipy.stats import spearmanr
 
 from latbench import paths
 from latbench.backends import get_backend
-from latbench.backends.base import SENTINEL_SPEC
 from latbench.cli.common import out, progress_bar
 from latbench.device import DeviceProfile, now_iso
-from latbench.measure.harness import TimingConfig
 from latbench.spaces import get_space
 from latbench.table import LatencyTable, build_table
 
@@ -45,7 +43,7 @@ class DemoContext:
 def step_profile(device: str) -> tuple[DeviceProfile, Any]:
     backend = get_backend("torch-cpu")
     fp = backend.fingerprint()
-    sentinel = backend.measure(SENTINEL_SPEC, TimingConfig(warmup_s=0.2, min_run_time_s=1.0, min_runs=50))
+    sentinel = backend.measure_sentinel()
     prof = DeviceProfile(
         name=device,
         backend="torch-cpu",

@@ -142,3 +142,15 @@ def test_profile_of_another_machine_is_refused(home: Path, capsys) -> None:
     p.write_text(re.sub(r'(\nid = ")[^"]+"', r'\1fake-0000000000"', text, count=1))
     code, _, err = run_cli(capsys, "table", "build", "--device", "fk", "--space", "darts")
     assert code == 2 and "recorded on another machine" in err
+
+
+def test_profile_retimes_a_noisy_sentinel(home: Path, capsys) -> None:
+    """The sentinel median is every batch's reference: a noisy one is timed again, then flagged."""
+    code, out, err = run_cli(capsys, "profile", "fake", "--name", "quiet", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["sentinel_attempts"] == 1 and doc["sentinel_noisy"] is False and doc["sentinel_rel_iqr"] < 0.1
+    code, out, err = run_cli(capsys, "profile", "fake", "--name", "loud", "--set", "noise=0.3")
+    assert code == 0, err
+    assert "stayed noisy after 4 attempts" in err and out.startswith("fake-")
+    assert "sentinel_ms" in (home / "devices" / "loud.toml").read_text()

@@ -10,7 +10,6 @@ import numpy as np
 import typer
 
 from latbench import paths
-from latbench.backends.base import SENTINEL_SPEC
 from latbench.cli.common import console, emit, open_device, out, parse_cores, parse_settings, progress_bar
 from latbench.device import DeviceProfile, list_profiles, now_iso
 from latbench.errors import LatbenchError, TableError
@@ -91,7 +90,7 @@ def profile(
         settings["cores"] = parse_cores(cores)
     be = get_backend(backend, **settings)
     fp = be.fingerprint()
-    sentinel = be.measure(SENTINEL_SPEC, TimingConfig(warmup_s=0.2, min_run_time_s=1.0, min_runs=50))
+    sentinel = be.measure_sentinel()
     prof = DeviceProfile(
         name=name or backend,
         backend=backend,
@@ -109,10 +108,17 @@ def profile(
         "settings": prof.settings,
         "sentinel_ms": round(sentinel.median, 5),
         "sentinel_rel_iqr": round(sentinel.rel_iqr, 4),
+        "sentinel_attempts": sentinel.meta["attempts"],
+        "sentinel_noisy": sentinel.meta["noisy"],
     }
     emit(as_json, result, lambda: out.print(fp.id))
     if not as_json:
         console.print(f"wrote {path} (sentinel {sentinel.median:.4f} ms, IQR/median {sentinel.rel_iqr:.3f})")
+    if sentinel.meta["noisy"]:
+        console.print(
+            f"[yellow]warning:[/yellow] the sentinel stayed noisy after {sentinel.meta['attempts']} attempts; "
+            "every measurement on this device is normalised to it, so profile again on a quieter machine"
+        )
 
 
 # ----------------------------------------------------------------------------- spaces

@@ -31,7 +31,6 @@ from latbench.measure.measurement import Measurement
 from latbench.ops import OpSpec
 
 #: how the device profile records the sentinel (``latbench profile``); the farm times it the same way
-SENTINEL_TIMING = TimingConfig(warmup_s=0.2, min_run_time_s=1.0, min_runs=50)
 
 
 def profile_doc(profile: DeviceProfile) -> dict[str, Any]:
@@ -130,9 +129,7 @@ class DeviceWorker:
         why = self._refusal(expected_id)
         if why is not None:
             return {"refused": why}
-        from latbench.backends import SENTINEL_SPEC
-
-        return {"sentinel_ms": self.backend.measure(SENTINEL_SPEC, SENTINEL_TIMING).median}
+        return {"sentinel_ms": self.backend.measure_sentinel().median}
 
     def measure(
         self, spec: dict[str, Any], config: dict[str, Any], sentinel_ref_ms: float | None, expected_id: str | None
