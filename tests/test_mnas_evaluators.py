@@ -73,6 +73,22 @@ def test_train_evaluator_records_a_crash_and_goes_on(problem, monkeypatch):
     assert res.errors[1] is None and 0.0 <= res.accuracy[1] <= 1.0 and "epochs" in res.notes[1]
 
 
+def test_train_evaluator_repeats_average_seeds(problem):
+    opts = {"epochs": 0.1, "max_train": 64}
+    one, two = make_evaluator("train", opts), make_evaluator("train", {**opts, "repeats": 2})
+    one.setup(problem, 0)
+    two.setup(problem, 0)
+    batch = ArchBatch(problem.space, problem.space.sample_indices(np.random.default_rng(1), 1))
+    a1, r2 = one.evaluate(batch), two.evaluate(batch)
+    seeds = [float(x) for x in r2.notes[0].split("(")[1].split(")")[0].split(", ")]
+    assert r2.notes[0].startswith("mean of 2 seeds") and len(seeds) == 2
+    assert seeds[0] == pytest.approx(a1.accuracy[0], abs=1e-4)  # the first repeat is the single run
+    assert r2.accuracy[0] == pytest.approx(sum(seeds) / 2, abs=1e-4)
+    assert two.describe()["repeats"] == 2
+    with pytest.raises(Exception, match="repeats must be >= 1"):
+        make_evaluator("train", {"repeats": 0})
+
+
 @pytest.mark.slow
 def test_short_training_on_digits_learns(problem):
     ev = make_evaluator("train", {"epochs": 2.0})

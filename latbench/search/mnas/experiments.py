@@ -62,7 +62,7 @@ def train_vs_random(
 
     space = get_space(space_name)
     lat, desc = _table_latency(space, table)
-    opts = {"epochs": 2.0, "max_seconds": 60.0, **(evaluator_options or {})}
+    opts = {"max_seconds": 60.0, **(evaluator_options or {})}
     problem = make_problem(space, lat, target_ms, reward="hard")
     t0 = time.perf_counter()
     found = search(problem, strategy="evolution", evaluator="train", trials=trials, seed=seed, evaluator_options=opts)
@@ -317,7 +317,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--trials", type=int, default=30)
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--random-archs", type=int, default=15)
-    ap.add_argument("--epochs", type=float, default=2.0)
+    ap.add_argument("--epochs", type=float, default=3.0)
+    ap.add_argument("--repeats", type=int, default=2, help="train-vs-random: training seeds averaged per arch")
     a = ap.parse_args(argv)
     if a.name == "train-vs-random":
         r = train_vs_random(
@@ -327,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
             target_ms=a.target,
             trials=a.trials,
             random_archs=a.random_archs,
-            evaluator_options={"epochs": a.epochs},
+            evaluator_options={"epochs": a.epochs, "repeats": a.repeats},
         )
         print(json.dumps({k: r[k] for k in ("best_retrained_mean", "beats_median_random", "random")}, indent=1))
     elif a.name == "compare":

@@ -8,6 +8,13 @@ passed, whichever comes first, and scored by top-1 accuracy on the validation
 split, after its BatchNorm statistics are recalibrated on training images.
 Every trial is seeded from (search seed, trial id), so a resumed search
 trains the same networks the same way.
+
+Defaults (batch 32, peak learning rate 0.02, 3 epochs) were chosen on digits:
+at batch 64 / lr 0.1 / 2 epochs (about 45 steps) the same arch scored 0.32 with
+one seed and 0.84 with another; with the defaults two seeds of six random
+archs differ by about 0.03 and reach 0.86-0.96. The remaining seed noise is
+still as large as the spread between archs, so ``repeats=k`` trains each arch
+with k seeds and scores the mean, as benchmarks of NAS do.
 """
 
 from __future__ import annotations
@@ -55,17 +62,21 @@ class TrainEvaluator(Evaluator):
         data: str = "digits",
         resolution: int = 32,
         width: float = 0.35,
-        epochs: float = 2.0,
-        batch_size: int = 64,
-        lr: float = 0.1,
+        epochs: float = 3.0,
+        batch_size: int = 32,
+        lr: float = 0.02,
         weight_decay: float = 5e-5,
         max_seconds: float = 30.0,
         max_train: int | None = None,
         threads: int | None = 1,
         data_seed: int = 0,
+        repeats: int = 1,
     ) -> None:
         if epochs <= 0 or max_seconds <= 0:
             raise LatbenchError("train evaluator: epochs and max_seconds must be > 0")
+        if int(repeats) < 1:
+            raise LatbenchError("train evaluator: repeats must be >= 1")
+        self.repeats = int(repeats)
         self.data = data
         self.resolution = int(resolution)
         self.width = float(width)
@@ -84,12 +95,19 @@ class TrainEvaluator(Evaluator):
         self.proxy = proxy_space(problem.space, self.resolution, self.width, self.splits.num_classes)
 
     def evaluate_one(self, arch: dict[str, Any], trial: int) -> tuple[float, str]:
+        runs = [self._train_once(arch, trial, r) for r in range(self.repeats)]
+        acc = sum(a for a, _ in runs) / len(runs)
+        if self.repeats == 1:
+            return acc, runs[0][1]
+        return acc, f"mean of {self.repeats} seeds (" + ", ".join(f"{a:.4f}" for a, _ in runs) + f"); {runs[0][1]}"
+
+    def _train_once(self, arch: dict[str, Any], trial: int, repeat: int) -> tuple[float, str]:
         import torch
         import torch.nn.functional as F
 
         sp = self.splits
         with torch_threads(self.threads), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed * 1_000_003 + trial)
+            torch.manual_seed(self.seed * 1_000_003 + trial + 7_919 * repeat)
             net = self.proxy.build(proxy_arch(self.proxy, arch)).train()
             x, y = sp.x_train, sp.y_train
             if self.max_train is not None:
@@ -137,6 +155,7 @@ class TrainEvaluator(Evaluator):
             "epochs": self.epochs,
             "batch_size": self.batch_size,
             "lr": self.lr,
+            "repeats": self.repeats,
             "max_seconds": self.max_seconds,
             "max_train": self.max_train,
             "threads": self.threads,
