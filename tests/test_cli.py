@@ -26,7 +26,7 @@ def test_profile_build_show_export_lut_sum(home: Path, capsys, tmp_path: Path) -
     code, out, err = run_cli(capsys, "table", "build", "--device", "fk", "--space", "proxyless-mobile", "--json")
     assert code == 0, err
     doc = json.loads(out)
-    assert doc["rows"] == 70 and doc["measured_now"] == 70 and doc["fingerprint"] == fid
+    assert doc["rows"] == 70 and doc["measured_now"] == 70 and doc["fingerprint"] == fid and doc["seconds"] > 0
     table = home / "tables" / "fk" / "proxyless-mobile.json"
     assert table.exists()
     code, out, _ = run_cli(capsys, "table", "show", str(table), "--json")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -239,6 +240,7 @@ def table_build(
         ops = s.vocabulary
         space_name, space_params = s.name, s.params
     path = out_path or default_table_path(prof.name, space_name, resolution)
+    t0 = time.perf_counter()
     with progress_bar(f"table {prof.name}/{space_name}", total=len(ops), enabled=not as_json) as update:
         table, measured = build_table(
             backend,
@@ -252,12 +254,18 @@ def table_build(
             sentinel_ref_ms=prof.sentinel_ms,
             progress=lambda done, total: update(done, total),
         )
-    result = {**table.summary(), "measured_now": len(measured), "already_there": len(table) - len(measured)}
+    result = {
+        **table.summary(),
+        "measured_now": len(measured),
+        "already_there": len(table) - len(measured),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
     emit(
         as_json,
         result,
         lambda: out.print(
-            f"{path}: {len(table)} rows ({len(measured)} measured now, {result['noisy_rows']} noisy), "
+            f"{path}: {len(table)} rows ({len(measured)} measured now in {result['seconds']:.1f} s, "
+            f"{result['noisy_rows']} noisy), "
             f"device {table.fingerprint_id}"
         ),
     )
