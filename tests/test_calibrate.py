@@ -163,8 +163,22 @@ def test_calibrated_model_predicts_any_op_and_arch(fake_table: LatencyTable, hom
 def test_cli_calibrate_writes_a_profile(fake_table: LatencyTable, home: Path, need_luts: None, capsys) -> None:
     out = home / "devices" / "pixel1-fake.toml"
     pred = home / "pred.json"
-    args = ["calibrate", "--table", str(fake_table.path), "--reference", str(PIXEL1_YAML), "--shots", "10",
-            "--out", str(out), "--archs", "30", "--write-table", str(pred), "--json"]
+    args = [
+        "calibrate",
+        "--table",
+        str(fake_table.path),
+        "--reference",
+        str(PIXEL1_YAML),
+        "--shots",
+        "10",
+        "--out",
+        str(out),
+        "--archs",
+        "30",
+        "--write-table",
+        str(pred),
+        "--json",
+    ]
     assert main(args) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["calibration"]["model"] == "hybrid" and len(doc["calibration"]["shots"]) == 10

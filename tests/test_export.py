@@ -87,8 +87,11 @@ def test_arch_export_runs_the_same_network(tmp_path: Path) -> None:
     path = export_arch(arch, tmp_path / "net.onnx")
     ops = _ops(path)
     assert "BatchNormalization" not in ops
-    n_conv = sum(3 if o.type == "mbconv" and o.expand != 1 else 2 if o.type == "mbconv" else 1
-                 for o in space.ops_of(arch) if o.type in ("mbconv", "conv"))
+    n_conv = sum(
+        3 if o.type == "mbconv" and o.expand != 1 else 2 if o.type == "mbconv" else 1
+        for o in space.ops_of(arch)
+        if o.type in ("mbconv", "conv")
+    )
     assert ops["Conv"] == n_conv
     assert ops["Gemm"] == 1
     x = torch.randn(*space.input_shape)

@@ -171,7 +171,9 @@ def test_eval_with_in_run_calibration(home: Path, capsys, tmp_path: Path) -> Non
     code, _, err = run_cli(capsys, "predictor", "train", "--table", "fk/proxyless-mobile", "--model", "lut")
     assert code == 0, err
     # the device is now 30% slower than when the table was built: only an in-run calibration sees that
-    assert run_cli(capsys, "profile", "fake", "--name", "fk", "--set", "speed=1.3")[0] == 0
+    # (noise-free like _setup: with noise, the fake's sentinel ticks, which follow the wall clock, would draw
+    # different noise from run to run)
+    assert run_cli(capsys, "profile", "fake", "--name", "fk", "--set", "speed=1.3", "--set", "noise=0.0")[0] == 0
     args = ("predictor", "eval", "fk/proxyless-mobile-lut", "--archs", tmp_path / "a.jsonl", "--device", "fk")
     code, out, err = run_cli(capsys, *args, "--force", "--out", tmp_path / "e1", "--json")
     assert code == 0, err

@@ -36,7 +36,11 @@ class FakeBackend(Backend):
         "sleep": False,
         "unsupported": [],
     }
-    timing = TimingConfig(warmup_s=0.0, min_warmup_calls=1, min_run_time_s=0.0, min_runs=16, rounds=4)
+    # no time passes on the fake device, so the sentinel is timed only at round boundaries (a wall-clock tick
+    # would make its noise draws, and so the results, depend on how busy the host is)
+    timing = TimingConfig(
+        warmup_s=0.0, min_warmup_calls=1, min_run_time_s=0.0, min_runs=16, rounds=4, sentinel_every_s=1e9
+    )
 
     def why_unsupported(self, spec: OpSpec) -> str | None:
         if spec.type in self.settings["unsupported"]:
