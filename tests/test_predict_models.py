@@ -74,6 +74,22 @@ def test_features_split_macs_and_flags() -> None:
     assert Featurizer(log=False).transform([op])[0, FEATURES.index("macs")] == op.macs
 
 
+def test_alignment_flags_and_schema_1_columns() -> None:
+    aligned, odd = OpSpec("mbconv", 112, 16, 24, kernel=3, stride=2, expand=6), OpSpec("mbconv", 109, 16, 24, expand=6)
+    X = Featurizer().transform([aligned, odd])
+    cols = [FEATURES.index(n) for n in ("hw_align8", "hw_align4", "hw_out_align8", "hw_out_align4")]
+    assert X[0, cols].tolist() == [1.0, 1.0, 1.0, 1.0] and X[1, cols].tolist() == [0.0, 0.0, 0.0, 0.0]
+    # a predictor saved before the flags existed reads exactly its own columns
+    old_names = [n for n in FEATURES if "align" not in n]
+    old = Featurizer.from_dict({"schema": "latbench.features/1", "log": True, "names": old_names})
+    assert old.transform([aligned]).shape == (1, len(old_names))
+    np.testing.assert_array_equal(old.transform([aligned])[0], np.delete(X[0], cols))
+    with pytest.raises(LatbenchError, match="not known"):
+        Featurizer.from_dict({"schema": "latbench.features/2", "names": ["hw", "warp_size"]})
+    with pytest.raises(LatbenchError, match="not supported"):
+        Featurizer.from_dict({"schema": "latbench.features/9", "names": old_names})
+
+
 # ----------------------------------------------------------------------------- models
 @pytest.mark.parametrize("name", [n for n in MODEL_NAMES if n != "lut"])
 def test_named_models_fit_and_predict_in_range(name: str, space_table: LatencyTable) -> None:
