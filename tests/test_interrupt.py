@@ -24,7 +24,16 @@ def test_sigint_then_resume(tmp_path: Path, monkeypatch) -> None:
     table = home / "tables" / "slowfake" / "proxyless-mobile.json"
     env = {**os.environ, "LATBENCH_HOME": str(home), "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "latbench", "table", "build", "--device", "slowfake", "--space", "proxyless-mobile"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a shell's background job (`ci &`) starts with SIGINT ignored, and Python keeps it ignored: give the child
+    # the default disposition, so it gets Ctrl-C as a user at a terminal would
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     snapshots = 0
     rows_seen = 0
     deadline = time.monotonic() + 120
