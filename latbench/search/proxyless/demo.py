@@ -1,8 +1,9 @@
 """The README demo's differentiable-search step (see ``latbench.demo.demo_steps``).
 
-A short budget search (binary paths, half-way target) on this CPU's freshly
-built table; prints the derived arch, its predicted latency and its latency
-measured end to end on this CPU. About one to two minutes on two busy cores.
+A short budget search (binary paths, half-way target) with the demo's
+calibrated predictor (the table's LUT sum when there is none); prints the
+derived arch, its predicted latency and its latency measured end to end on
+this CPU. About one to two minutes on two busy cores.
 """
 
 from __future__ import annotations
@@ -15,16 +16,18 @@ DEMO_SETTINGS: dict[str, Any] = {"target": "50%", "epochs": 12, "warmup": 4, "lo
 
 
 def step_proxyless_search(ctx: Any) -> None:
-    """Search ``ctx.space`` under 50 % of its latency range with ``ctx.table``; measure the result on ``ctx.backend``.
+    """Search ``ctx.space`` under 50 % of its latency range; measure the result on ``ctx.backend``.
 
     Prints the derived arch with its predicted and measured latency.
     """
     from latbench.cli.common import out
+    from latbench.search.mnas.demo import demo_latency_source
     from latbench.search.proxyless.api import run
 
     t0 = time.perf_counter()
+    source, what = demo_latency_source(ctx)
     res = run(
-        table=str(ctx.table.path),
+        **source,
         device=ctx.profile.name,
         space=ctx.space.name,
         resolution=ctx.space.params.get("resolution"),
@@ -43,13 +46,13 @@ def step_proxyless_search(ctx: Any) -> None:
         f"   target     {d['target_ms']:.2f} ms   predicted {d['predicted_ms']:.2f} ms ({d['gap_pct']:+.1f} %)   "
         + (f"measured {meas['median_ms']:.2f} ms (IQR {meas['iqr_ms']:.2f})" if meas else "not measured")
     )
-    out.print("   (predicted = the table's LUT sum, which misses the glue between ops; search with a calibrated")
-    out.print("    `--predictor` to count it)")
+    out.print(f"   (predicted = {what}" + (", which misses the glue between ops)" if what == "LUT sum" else ")"))
     out.print(f"   run        {d['run_dir']} ({time.perf_counter() - t0:.0f} s; report.md, arch.json, model.onnx)")
     ctx.results["proxyless"] = {
         "run_dir": d["run_dir"],
         "target_ms": d["target_ms"],
         "predicted_ms": d["predicted_ms"],
+        "latency_source": what,
         "measured_ms": meas["median_ms"] if meas else None,
         "seconds": time.perf_counter() - t0,
     }
