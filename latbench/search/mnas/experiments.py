@@ -317,6 +317,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--trials", type=int, default=30)
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--random-archs", type=int, default=15)
+    ap.add_argument("--seed", type=int, default=0, help="train-vs-random: search seed")
     ap.add_argument("--epochs", type=float, default=3.0)
     ap.add_argument("--repeats", type=int, default=2, help="train-vs-random: training seeds averaged per arch")
     a = ap.parse_args(argv)
@@ -328,6 +329,7 @@ def main(argv: list[str] | None = None) -> None:
             target_ms=a.target,
             trials=a.trials,
             random_archs=a.random_archs,
+            seed=a.seed,
             evaluator_options={"epochs": a.epochs, "repeats": a.repeats},
         )
         print(json.dumps({k: r[k] for k in ("best_retrained_mean", "beats_median_random", "random")}, indent=1))
