@@ -30,8 +30,6 @@ from latbench.measure.harness import TimingConfig
 from latbench.measure.measurement import Measurement
 from latbench.ops import OpSpec
 
-#: how the device profile records the sentinel (``latbench profile``); the farm times it the same way
-
 
 def profile_doc(profile: DeviceProfile) -> dict[str, Any]:
     """The parts of a device profile a node needs (plain JSON)."""
