@@ -39,6 +39,13 @@ class DemoContext:
     results: dict[str, Any] = field(default_factory=dict)
     step: int = 3  # number of the step running, for its heading
 
+    def latency_source(self) -> tuple[dict[str, str], str]:
+        """What the searches count latency with: the predictor step's calibrated model, else the LUT sum."""
+        path = self.results.get("predictor", {}).get("path")
+        if path:
+            return {"predictor": path}, "calibrated predictor"
+        return {"table": str(self.table.path)}, "LUT sum"
+
 
 def step_profile(device: str) -> tuple[DeviceProfile, Any]:
     backend = get_backend("torch-cpu")

@@ -23,7 +23,7 @@ def test_mnas_demo_step_uses_the_calibrated_predictor(
     table = _fake_device("proxyless-mobile")
     prof = load_profile(FAKE)
     ctx = demo.DemoContext(FAKE, prof, prof.make_backend(), table, get_space("proxyless-mobile"), home)
-    assert mnas_demo.demo_latency_source(ctx) == ({"table": str(table.path)}, "LUT sum")
+    assert ctx.latency_source() == ({"table": str(table.path)}, "LUT sum")
 
     code, out, err = run_cli(
         capsys, "predictor", "train", "--table", str(table.path), "--model", "lut", "--calib-archs", "5", "--json"
@@ -31,7 +31,7 @@ def test_mnas_demo_step_uses_the_calibrated_predictor(
     assert code == 0, err
     path = json.loads(out)["path"]
     ctx.results["predictor"] = {"path": path}
-    assert mnas_demo.demo_latency_source(ctx) == ({"predictor": path}, "calibrated predictor")
+    assert ctx.latency_source() == ({"predictor": path}, "calibrated predictor")
 
     monkeypatch.setitem(mnas_demo.DEMO_SETTINGS, "trials", 12)
     ctx.step = 5

@@ -22,14 +22,6 @@ DEMO_SETTINGS: dict[str, Any] = {
 }
 
 
-def demo_latency_source(ctx: Any) -> tuple[dict[str, str], str]:
-    """The demo searches' latency source: the predictor step's calibrated model, else the table's LUT sum."""
-    path = ctx.results.get("predictor", {}).get("path")
-    if path:
-        return {"predictor": path}, "calibrated predictor"
-    return {"table": str(ctx.table.path)}, "LUT sum"
-
-
 def step_mnas_search(ctx: Any) -> None:
     """Search ``ctx.space`` under half its latency range; measure the result on the demo device."""
     from latbench.cli.common import out
@@ -38,7 +30,7 @@ def step_mnas_search(ctx: Any) -> None:
     from latbench.search.mnas.api import run
 
     t0 = time.perf_counter()
-    source, what = demo_latency_source(ctx)
+    source, what = ctx.latency_source()
     model = load_predictor(source["predictor"]) if "predictor" in source else TableLatency(ctx.table)
     lo, hi = model.compile(ctx.space).bounds()
     target = lo + 0.5 * (hi - lo)

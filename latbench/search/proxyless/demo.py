@@ -21,11 +21,10 @@ def step_proxyless_search(ctx: Any) -> None:
     Prints the derived arch with its predicted and measured latency.
     """
     from latbench.cli.common import out
-    from latbench.search.mnas.demo import demo_latency_source
     from latbench.search.proxyless.api import run
 
     t0 = time.perf_counter()
-    source, what = demo_latency_source(ctx)
+    source, what = ctx.latency_source()
     res = run(
         **source,
         device=ctx.profile.name,
