@@ -19,8 +19,8 @@ from scipy.stats import spearmanr
 
 from latbench import paths
 from latbench.backends import get_backend
-from latbench.cli.common import out, progress_bar
 from latbench.device import DeviceProfile, now_iso
+from latbench.service import message, track
 from latbench.spaces import get_space
 from latbench.table import LatencyTable, build_table
 
@@ -61,14 +61,14 @@ def step_profile(device: str) -> tuple[DeviceProfile, Any]:
         created=now_iso(),
     )
     path = prof.save()
-    out.print(f"[bold]1. profile[/bold]  {fp.id}  ({path}, sentinel {sentinel.median:.3f} ms)")
+    message(f"[bold]1. profile[/bold]  {fp.id}  ({path}, sentinel {sentinel.median:.3f} ms)")
     return prof, backend
 
 
 def step_table(prof: DeviceProfile, backend: Any, space: Any) -> LatencyTable:
     path = paths.write_dir("tables") / prof.name / f"{space.name}-224.json"
     t0 = time.perf_counter()
-    with progress_bar("2. table", total=len(space.vocabulary)) as update:
+    with track("2. table", total=len(space.vocabulary)) as update:
         table, measured = build_table(
             backend,
             space.vocabulary,
@@ -80,7 +80,7 @@ def step_table(prof: DeviceProfile, backend: Any, space: Any) -> LatencyTable:
             sentinel_ref_ms=prof.sentinel_ms,
             progress=lambda d, t: update(d, t),
         )
-    out.print(
+    message(
         f"[bold]2. table[/bold]    {path}: {len(table)} ops, {len(measured)} measured now in "
         f"{time.perf_counter() - t0:.1f} s, {table.summary()['noisy_rows']} noisy"
     )
@@ -88,20 +88,20 @@ def step_table(prof: DeviceProfile, backend: Any, space: Any) -> LatencyTable:
 
 
 def step_lut_vs_measured(ctx: DemoContext, n: int = 10) -> None:
-    from latbench.cli.core import measure_archs, network_timing
+    from latbench.service import measure_archs, network_timing
 
     rng = np.random.default_rng(ctx.seed)
     archs = [ctx.space.from_indices(i) for i in ctx.space.sample_indices(rng, n)]
     lut = [ctx.table.lut_sum(ctx.space.ops_of(a)) for a in archs]
     ms, _ = measure_archs(ctx.backend, archs, network_timing(ctx.backend, None, None), ctx.profile.sentinel_ms)
     meas = [m.median for m in ms]
-    out.print(f"[bold]{ctx.step}. LUT sum vs measured[/bold] (10 random proxyless-mobile archs, 224, ms)")
-    out.print("   #   LUT sum   measured   error")
+    message(f"[bold]{ctx.step}. LUT sum vs measured[/bold] (10 random proxyless-mobile archs, 224, ms)")
+    message("   #   LUT sum   measured   error")
     for i, (p, m) in enumerate(zip(lut, meas, strict=True)):
-        out.print(f"  {i:2d}  {p:8.2f}  {m:9.2f}  {100 * (p - m) / m:+6.1f}%")
+        message(f"  {i:2d}  {p:8.2f}  {m:9.2f}  {100 * (p - m) / m:+6.1f}%")
     err = np.abs(np.array(lut) - np.array(meas)) / np.array(meas)
     rho = spearmanr(lut, meas).statistic
-    out.print(
+    message(
         f"  MAPE {100 * err.mean():.1f}%, Spearman {rho:.3f} (the LUT sum misses the glue between ops;"
         " `latbench predictor train --calib-archs` fits it)"
     )

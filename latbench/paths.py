@@ -77,23 +77,46 @@ def listing(kind: str, pattern: str) -> list[Path]:
     return list(seen.values())
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` so that ``path`` is either the old or the new file, never a torn one."""
+def check_writable_target(path: str | os.PathLike[str]) -> Path:
+    """Refuse a target that an atomic write would replace rather than write: a symlink, a device,
+    a FIFO, a directory. Returns the path. Raises :class:`~latbench.errors.LatbenchError`."""
+    from latbench.errors import LatbenchError
+
     path = Path(path)
+    if path.is_symlink():
+        raise LatbenchError(f"{path} is a symbolic link; give the path of a regular file")
+    if path.exists() and not path.is_file():
+        raise LatbenchError(f"{path} exists and is not a regular file; give another path")
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` so that ``path`` is either the old or the new file, never a torn one.
+
+    Write to a temporary file beside it, fsync, give it the permissions a plain
+    ``open`` would (mkstemp makes 0600), then rename over ``path``. A symlink or
+    a non-regular file at ``path`` is refused, never replaced.
+    """
+    path = check_writable_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; data files are as readable as any other
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """:func:`atomic_write_bytes` of ``text`` in UTF-8."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: str | os.PathLike[str], data: Any) -> None:

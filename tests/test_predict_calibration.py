@@ -197,9 +197,9 @@ def test_eval_with_in_run_calibration(home: Path, capsys, tmp_path: Path) -> Non
 def test_demo_step_trains_and_calibrates(home: Path, tmp_path: Path) -> None:
     from latbench import demo
     from latbench.backends import get_backend
-    from latbench.cli.core import measure_archs
     from latbench.device import DeviceProfile
     from latbench.predict.demo import step_predictor
+    from latbench.service import measure_archs
     from latbench.spaces import get_space
     from latbench.table import build_table
 

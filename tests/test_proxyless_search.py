@@ -18,7 +18,7 @@ from latbench.search.proxyless import TrainSettings, run
 from latbench.search.proxyless.engine import make_trainer
 from latbench.search.proxyless.latency import ExpectedLatency
 from latbench.search.proxyless.losses import make_loss
-from latbench.search.sources import resolve_latency_source
+from latbench.service import resolve_latency_source
 from latbench.spaces import get_space, space_of
 from latbench.table import LatencyTable, build_table
 

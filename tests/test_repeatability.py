@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from latbench.backends import SENTINEL_SPEC, get_backend
-from latbench.cli.core import measure_archs, network_timing
+from latbench.service import measure_archs, network_timing
 from latbench.spaces import get_space
 from latbench.table import build_table
 

@@ -53,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     import click
 
+    from latbench.cli.common import RichReporter
+    from latbench.service import set_reporter
+
+    set_reporter(RichReporter())
     try:
         rv = app(args=argv, standalone_mode=False)
     except LatbenchError as exc:

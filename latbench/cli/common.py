@@ -1,9 +1,10 @@
-"""Shared CLI plumbing: one-line errors, ``--json`` output, progress bars, device lookup."""
+"""Shared CLI plumbing: one-line errors, ``--json`` output, the rich reporter of progress and messages."""
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -11,7 +12,6 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from latbench.device import DeviceProfile, load_profile
 from latbench.errors import LatbenchError
 
 console = Console(stderr=True, highlight=False)
@@ -27,16 +27,61 @@ def emit(as_json: bool, data: Any, human: Callable[[], None] | None = None) -> N
         human()
 
 
-@contextmanager
-def progress_bar(description: str, total: int | None = None, enabled: bool = True) -> Iterator[Callable[..., None]]:
-    """A rich progress bar on stderr; yields ``update(completed, total=None, status="")``.
+class RichReporter:
+    """The CLI's :class:`~latbench.service.Reporter`: rich bars on a terminal, whole lines elsewhere.
 
-    The bar appears on the first update, so input checks that fail before any
-    work starts print their one error line alone.
+    When stderr is not a terminal (CI logs, pipes, ``make demo > log``) a bar
+    would print truncated frames, so progress is a plain line at most every
+    few seconds and at the end.
     """
-    if not enabled:
-        yield lambda *a, **k: None
-        return
+
+    def __init__(self, line_every_s: float = 5.0) -> None:
+        self.line_every_s = line_every_s
+
+    def message(self, text: str, stream: str = "out") -> None:
+        (console if stream == "err" else out).print(text)
+
+    @contextmanager
+    def progress(self, description: str, total: int | None) -> Iterator[Callable[..., None]]:
+        if console.is_terminal:
+            with _rich_bar(description, total) as update:
+                yield update
+            return
+        with _line_progress(description, total, self.line_every_s) as update:
+            yield update
+
+
+@contextmanager
+def _line_progress(description: str, total: int | None, every_s: float) -> Iterator[Callable[..., None]]:
+    state: dict[str, Any] = {"done": 0, "total": total, "status": "", "last": None, "printed": None}
+    t0 = time.monotonic()
+
+    def line() -> None:
+        tot = f"/{state['total']}" if state["total"] else ""
+        status = f"  {state['status']}" if state["status"] else ""
+        console.print(f"{description}: {state['done']}{tot}{status}  ({time.monotonic() - t0:.0f} s)", markup=False)
+        state["printed"] = (state["done"], state["status"])
+
+    def update(completed: int, total: int | None = None, status: str = "") -> None:
+        state.update(done=completed, status=status)
+        if total is not None:
+            state["total"] = total
+        now = time.monotonic()
+        if state["last"] is None or now - state["last"] >= every_s:
+            state["last"] = now
+            line()
+
+    try:
+        yield update
+    finally:
+        if state["last"] is not None and state["printed"] != (state["done"], state["status"]):
+            line()
+
+
+@contextmanager
+def _rich_bar(description: str, total: int | None) -> Iterator[Callable[..., None]]:
+    """A rich progress bar on stderr; it appears on the first update, so input checks that fail
+    before any work starts print their one error line alone."""
     prog = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -64,23 +109,11 @@ def progress_bar(description: str, total: int | None = None, enabled: bool = Tru
             prog.stop()
 
 
-def open_device(name: str) -> tuple[DeviceProfile, Any]:
-    """Resolve a device name (profile or backend) to ``(profile, backend)``.
+def progress_bar(description: str, total: int | None = None, enabled: bool = True) -> Any:
+    """The CLI's progress report (see :class:`RichReporter`)."""
+    from latbench.service import track
 
-    A profile recorded on another machine (or with other settings) is refused
-    in one line: its numbers would not be this device's.
-    """
-    profile = load_profile(name)
-    backend = profile.make_backend()
-    if profile.fingerprint and profile.fingerprint.get("id"):
-        live = backend.fingerprint().id
-        if live != profile.fingerprint["id"]:
-            raise LatbenchError(
-                f"device profile {profile.name!r} was recorded on another machine or with other settings "
-                f"(profile {profile.fingerprint['id']}, here {live}); run `latbench profile {profile.backend} "
-                f"--name {profile.name}` again"
-            )
-    return profile, backend
+    return track(description, total, enabled)
 
 
 def parse_cores(text: str | None) -> list[int] | None:

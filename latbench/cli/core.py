@@ -11,10 +11,10 @@ import numpy as np
 import typer
 
 from latbench import paths
-from latbench.cli.common import console, emit, open_device, out, parse_cores, parse_settings, progress_bar
+from latbench.cli.common import console, emit, out, parse_cores, parse_settings, progress_bar
 from latbench.device import DeviceProfile, list_profiles, now_iso
 from latbench.errors import LatbenchError, TableError
-from latbench.measure.harness import TimingConfig
+from latbench.service import measure_archs, network_timing, open_device
 from latbench.spaces import SPACES, get_space, load_archs, space_of
 from latbench.table import LatencyTable, build_table, default_table_path, import_published
 
@@ -191,7 +191,7 @@ def table_build(
     if cluster is not None:
         from latbench.farm.build import cluster_table_build
 
-        cluster_table_build(
+        results = cluster_table_build(
             cluster,
             device,
             space=space,
@@ -206,6 +206,15 @@ def table_build(
             seed=seed,
             adaptive=adaptive,
         )
+
+        def human() -> None:
+            for r in results:
+                out.print(
+                    f"{r['path']}: {r['rows']} rows ({r['measured_now']} measured now on {r['nodes_used']} "
+                    f"node(s), {r['noisy_rows']} noisy), device {r['fingerprint']}"
+                )
+
+        emit(as_json, results if len(results) > 1 else results[0], human)
         return
     if len(device) != 1:
         raise LatbenchError("several --device values need --cluster (a local build times one device)")
@@ -356,32 +365,6 @@ def table_import(
 
 
 # ----------------------------------------------------------------------------- end to end
-def network_timing(backend: Any, drift: str | None, min_time: float | None) -> TimingConfig:
-    """Timing for whole networks: longer per item than ops, same drift handling."""
-    cfg = backend.timing.with_(min_run_time_s=0.6, rounds=8, min_runs=16, warmup_s=0.1)
-    if drift:
-        cfg = cfg.with_(drift=drift)
-    if min_time:
-        cfg = cfg.with_(min_run_time_s=min_time)
-    return cfg
-
-
-def measure_archs(
-    backend: Any,
-    archs: list[dict[str, Any]],
-    config: TimingConfig,
-    sentinel_ref_ms: float | None,
-    progress: bool = True,
-) -> tuple[list[Any], dict[str, Any]]:
-    """Measure whole networks together (interleaved, drift-corrected); returns measurements in arch order."""
-    workloads = {f"arch{i:04d}": a for i, a in enumerate(archs)}
-    with progress_bar("measure", total=config.rounds, enabled=progress) as update:
-        res, info = backend.measure_many(
-            workloads, config, sentinel_ref_ms=sentinel_ref_ms, on_round=lambda r, n: update(r, n)
-        )
-    return [res[k] for k in workloads], info
-
-
 def measure(
     device: Annotated[str, typer.Option(help="Device profile or backend name.")],
     arch: Annotated[Path | None, typer.Option(help="Arch JSON or JSONL (one arch per line).")] = None,

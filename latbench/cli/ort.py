@@ -10,8 +10,9 @@ import numpy as np
 import typer
 
 from latbench import paths
-from latbench.cli.common import console, emit, open_device, out, progress_bar
+from latbench.cli.common import console, emit, out, progress_bar
 from latbench.errors import LatbenchError, TableError
+from latbench.service import open_device
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
@@ -171,7 +172,7 @@ def lut_check(
     as_json: JsonOpt = False,
 ) -> None:
     """LUT sum vs end-to-end latency on random archs, and the per-call overhead of the device (ms)."""
-    from latbench.cli.core import measure_archs, network_timing
+    from latbench.service import measure_archs, network_timing
     from latbench.spaces import get_space
     from latbench.table import LatencyTable, build_table, default_table_path
 

@@ -11,9 +11,10 @@ import typer
 
 from latbench import paths
 from latbench.cli import predictor_app
-from latbench.cli.common import console, emit, open_device, out
+from latbench.cli.common import console, emit, out
 from latbench.errors import LatbenchError
 from latbench.predict.models import MODEL_NAMES
+from latbench.service import open_device
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 

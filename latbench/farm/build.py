@@ -282,25 +282,24 @@ class DevicePool:
         }
 
 
-def _progress(names: list[str], enabled: bool) -> tuple[Any, dict[str, Callable[[int, int], None]]]:
-    """One rich progress bar per device (thread-safe updates)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+class _DeviceProgress:
+    """One progress report over the devices of a sharded build (thread-safe updates)."""
 
-    from latbench.cli.common import console
+    def __init__(self, update: Callable[..., None]) -> None:
+        self._update = update
+        self._lock = threading.Lock()
+        self._state: dict[str, tuple[int, int]] = {}
 
-    prog = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not enabled,
-    )
-    updates = {}
-    for name in names:
-        task = prog.add_task(name, total=None)
-        updates[name] = lambda done, total, _t=task: prog.update(_t, completed=done, total=total)
-    return prog, updates
+    def updater(self, name: str) -> Callable[[int, int], None]:
+        def update(done: int, total: int) -> None:
+            with self._lock:
+                self._state[name] = (done, total)
+                done_all = sum(d for d, _ in self._state.values())
+                total_all = sum(t for _, t in self._state.values())
+                status = "  ".join(f"{n} {d}/{t}" for n, (d, t) in self._state.items())
+                self._update(done_all, total_all, status=status)
+
+        return update
 
 
 def cluster_table_build(
@@ -332,8 +331,7 @@ def cluster_table_build(
     bad command fails in one line with nothing written. Returns one summary per
     table and prints them (JSON with ``as_json``).
     """
-    from latbench.cli.common import console, emit
-    from latbench.cli.common import out as stdout
+    from latbench.service import message, track
     from latbench.spaces import get_space
 
     if not devices:
@@ -381,7 +379,7 @@ def cluster_table_build(
         if log is not None:
             log(msg)
         elif not as_json:
-            console.print(f"farm: {msg}", markup=False, soft_wrap=True)
+            message(f"farm: {msg}", stream="err")
 
     results: list[dict[str, Any]] = []
     with connect(cluster) as ray:
@@ -403,7 +401,7 @@ def cluster_table_build(
                     f"fingerprint {pool.expected_id}"
                 )
             outcomes: dict[str, Any] = {}
-            prog, updates = _progress([f"table {p.name}/{space_name}" for p, _, _ in targets], enabled=not as_json)
+            bar = track(f"table {space_name}", total=None, enabled=not as_json)
 
             def run(prof: DeviceProfile, path: Path) -> None:
                 pool = pools[prof.name]
@@ -428,14 +426,15 @@ def cluster_table_build(
                         resume=resume,
                         config=config,
                         sentinel_ref_ms=prof.sentinel_ms,
-                        progress=updates[f"table {prof.name}/{space_name}"],
+                        progress=prog.updater(prof.name),
                         measure_stream=pool.stream,
                     )
                 except BaseException as exc:  # handed to the main thread
                     outcomes[prof.name] = exc
 
             threads = [threading.Thread(target=run, args=(p, path), daemon=True) for p, path, _ in targets]
-            with prog:
+            with bar as update:
+                prog = _DeviceProgress(update)
                 for t in threads:
                     t.start()
                 try:
@@ -488,12 +487,4 @@ def cluster_table_build(
             raise first
         raise first
 
-    def human() -> None:
-        for r in results:
-            stdout.print(
-                f"{r['path']}: {r['rows']} rows ({r['measured_now']} measured now on {r['nodes_used']} node(s), "
-                f"{r['noisy_rows']} noisy), device {r['fingerprint']}"
-            )
-
-    emit(as_json, results if len(results) > 1 else results[0], human)
     return results

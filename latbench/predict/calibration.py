@@ -109,7 +109,7 @@ def calibrate(
     Returns the fit record (archs, op sums, measured ms, calibration, in-sample
     accuracy before and after), which training stores in the predictor.
     """
-    from latbench.cli.core import measure_archs, network_timing
+    from latbench.service import measure_archs, network_timing
 
     if k < 1:
         raise LatbenchError(f"--calib-archs must be >= 1, got {k}")

@@ -14,11 +14,11 @@ import numpy as np
 
 def step_predictor(ctx: Any) -> None:
     """Demo step: train + calibrate a predictor on what the demo already measured."""
-    from latbench.cli.common import out
     from latbench.predict.calibration import calibrate_on
     from latbench.predict.evaluate import accuracy
     from latbench.predict.io import default_predictor_path, save_predictor
     from latbench.predict.training import train_predictor
+    from latbench.service import message
 
     done = ctx.results.get("lut_vs_measured")
     if not done:
@@ -34,11 +34,11 @@ def step_predictor(ctx: Any) -> None:
     pred = model.predict_archs(archs[half:])
     lut = np.asarray(done["lut_ms"], dtype=np.float64)[half:]
     acc_model, acc_lut = accuracy(pred, measured[half:]), accuracy(lut, measured[half:])
-    out.print(
+    message(
         f"[bold]{ctx.step}. predictor[/bold] xgboost on the table, glue fitted on {half} of those networks "
         f"({fit['scale']:.3f} x op sum + {fit['offset_ms']:.2f} ms), saved to {path}"
     )
-    out.print(
+    message(
         f"   on the other {len(pred)}: MAPE {100 * acc_model['mape']:.1f}% "
         f"(LUT sum {100 * acc_lut['mape']:.1f}%), within 10%: {100 * acc_model['within_10']:.0f}%"
     )

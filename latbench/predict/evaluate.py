@@ -122,8 +122,8 @@ def evaluate_archs(
     is also given its in-run calibration (a scale fitted on the calibration
     archs between the two runs), so it gets the same information as the models.
     """
-    from latbench.cli.core import measure_archs, network_timing
     from latbench.predict.calibration import calibrate_on, fit_calibration
+    from latbench.service import measure_archs, network_timing
 
     if not archs:
         raise LatbenchError("no archs to evaluate")

@@ -200,7 +200,7 @@ class RunWriter:
 
 
 def _measure_top(source: Any, archs: list[dict[str, Any]], progress: bool) -> list[dict[str, Any] | None]:
-    from latbench.cli.core import measure_archs, network_timing
+    from latbench.service import measure_archs, network_timing
 
     backend = source.backend
     ms, _ = measure_archs(backend, archs, network_timing(backend, None, None), source.sentinel_ms, progress=progress)
@@ -260,7 +260,7 @@ def run(
     ``executor_factory(evaluator, problem, seed) -> Executor`` runs the trials
     elsewhere (``latbench.farm.search.cluster_executor``: Ray tasks on a cluster).
     """
-    from latbench.search.sources import resolve_latency_source
+    from latbench.service import resolve_latency_source
 
     if resume is not None:
         run_dir = _resolve_run_dir(resume, out)
@@ -380,7 +380,7 @@ def run(
         writer = RunWriter(run_dir, History(sp))
         history = writer.history
 
-    from latbench.cli.common import progress_bar
+    from latbench.service import track
 
     engine = SearchEngine(
         problem,
@@ -416,7 +416,7 @@ def run(
         return f"best reward {b.reward:.4g}  acc {b.accuracy:.4g}  {b.latency_ms:.2f} ms {rel} {target_ms:g} ms"
 
     try:
-        with progress_bar(f"mnas {args['strategy']}", total=args["trials"], enabled=progress) as update:
+        with track(f"mnas {args['strategy']}", total=args["trials"], enabled=progress) as update:
             engine.on_progress = lambda e: update(e.done, status=status(e))
             engine.run()
     except KeyboardInterrupt:

@@ -24,10 +24,10 @@ DEMO_SETTINGS: dict[str, Any] = {
 
 def step_mnas_search(ctx: Any) -> None:
     """Search ``ctx.space`` under half its latency range; measure the result on the demo device."""
-    from latbench.cli.common import out
     from latbench.predict.io import load_predictor
     from latbench.predict.lut import TableLatency
     from latbench.search.mnas.api import run
+    from latbench.service import message
 
     t0 = time.perf_counter()
     source, what = ctx.latency_source()
@@ -47,23 +47,23 @@ def step_mnas_search(ctx: Any) -> None:
     )
     b = res.best
     meas = b.get("measured") if b else None
-    out.print(
+    message(
         f"[bold]{ctx.step}. MnasNet-reward search[/bold] (aging evolution, {res.summary['trials']} trials, "
         "hard budget, "
         "NASWOT score on digits 32x32, latency of the 224 net)"
     )
     if not b:
-        out.print("   no trial succeeded; see the run's history.csv")
+        message("   no trial succeeded; see the run's history.csv")
         return
-    out.print(f"   arch       {' '.join(str(v) for v in b['arch']['choices'].values())}")
+    message(f"   arch       {' '.join(str(v) for v in b['arch']['choices'].values())}")
     line = f"   budget     {target:.2f} ms   predicted {b['predicted_ms']:.2f} ms ({what})   "
     if meas:
         verdict = "within" if meas["median_ms"] <= target else f"OVER by {100 * (meas['median_ms'] / target - 1):.1f}%"
         line += f"measured {meas['median_ms']:.2f} ms (IQR {meas['iqr_ms']:.2f}): {verdict}"
     else:
         line += "not measured"
-    out.print(line)
-    out.print(f"   run        {res.run_dir} ({time.perf_counter() - t0:.0f} s; report.md, best.json, best.onnx)")
+    message(line)
+    message(f"   run        {res.run_dir} ({time.perf_counter() - t0:.0f} s; report.md, best.json, best.onnx)")
     ctx.results["mnas"] = {
         "run_dir": str(res.run_dir),
         "target_ms": target,

@@ -228,8 +228,7 @@ def hard_mode(
     strategy: str = "evolution",
 ) -> dict[str, Any]:
     """Every returned arch within the predicted budget; the share within 1.05 x budget when measured here."""
-    from latbench.cli.core import measure_archs, network_timing
-    from latbench.search.sources import resolve_latency_source
+    from latbench.service import measure_archs, network_timing, resolve_latency_source
     from latbench.spaces import get_space
 
     space = get_space(space_name)

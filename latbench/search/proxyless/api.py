@@ -264,12 +264,13 @@ def run(
     )
     resumed = trainer.load_checkpoint()
     if progress:
-        from latbench.cli.common import console
+        from latbench.service import message
 
         what = f"resuming after epoch {trainer.epoch}" if resumed else "starting"
-        console.print(
+        message(
             f"proxyless run {run_dir.name}: {what} ({run_dir}); interrupt with Ctrl-C and go on with "
-            f"`latbench search proxyless --resume {run_dir.name}`"
+            f"`latbench search proxyless --resume {run_dir.name}`",
+            stream="err",
         )
     _fit_with_progress(trainer, cfg, progress)
     with torch_threads(settings.threads if dev.type == "cpu" else None):
@@ -277,7 +278,7 @@ def run(
 
 
 def _resolve_source(deploy: SearchSpace, args: dict[str, Any]) -> Any:
-    from latbench.search.sources import resolve_latency_source
+    from latbench.service import resolve_latency_source
 
     src = resolve_latency_source(
         deploy, device=args.get("device"), table=args.get("table"), predictor=args.get("predictor")
@@ -314,10 +315,10 @@ def _new_run_dir(
 
 
 def _fit_with_progress(trainer: SupernetTrainer, cfg: dict[str, Any], progress: bool) -> None:
-    from latbench.cli.common import progress_bar
+    from latbench.service import track
 
     total = trainer.total_epochs * trainer.steps_per_epoch
-    with progress_bar(f"proxyless {cfg['loss']}/{cfg['mode']}", total=total, enabled=progress) as update:
+    with track(f"proxyless {cfg['loss']}/{cfg['mode']}", total=total, enabled=progress) as update:
         update(trainer.epoch * trainer.steps_per_epoch, total, status="resumed" if trainer.epoch else "")
 
         def on_step(done: int, total_steps: int, st: dict[str, Any]) -> None:
@@ -394,7 +395,7 @@ def _finish(
     export_onnx((module.eval(), torch.randn(*train_space.input_shape, generator=g)), run_dir / "model.onnx")
     measured, note = None, None
     if cfg.get("measure", True) and source.can_measure:
-        from latbench.cli.core import measure_archs, network_timing
+        from latbench.service import measure_archs, network_timing
 
         ms, _ = measure_archs(
             source.backend, [arch], network_timing(source.backend, None, None), source.sentinel_ms, progress=progress

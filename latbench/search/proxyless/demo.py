@@ -20,8 +20,8 @@ def step_proxyless_search(ctx: Any) -> None:
 
     Prints the derived arch with its predicted and measured latency.
     """
-    from latbench.cli.common import out
     from latbench.search.proxyless.api import run
+    from latbench.service import message
 
     t0 = time.perf_counter()
     source, what = ctx.latency_source()
@@ -36,17 +36,17 @@ def step_proxyless_search(ctx: Any) -> None:
     d = res.to_dict()
     meas = d.get("measured")
     number = ctx.step
-    out.print(
+    message(
         f"[bold]{number}. differentiable search[/bold] (ProxylessNAS binary paths, budget loss, "
         f"{DEMO_SETTINGS['warmup']}+{DEMO_SETTINGS['epochs']} epochs on digits 32x32, latency of the 224 net)"
     )
-    out.print(f"   arch       {' '.join(str(v) for v in d['arch']['choices'].values())}")
-    out.print(
+    message(f"   arch       {' '.join(str(v) for v in d['arch']['choices'].values())}")
+    message(
         f"   target     {d['target_ms']:.2f} ms   predicted {d['predicted_ms']:.2f} ms ({d['gap_pct']:+.1f} %)   "
         + (f"measured {meas['median_ms']:.2f} ms (IQR {meas['iqr_ms']:.2f})" if meas else "not measured")
     )
-    out.print(f"   (predicted = {what}" + (", which misses the glue between ops)" if what == "LUT sum" else ")"))
-    out.print(f"   run        {d['run_dir']} ({time.perf_counter() - t0:.0f} s; report.md, arch.json, model.onnx)")
+    message(f"   (predicted = {what}" + (", which misses the glue between ops)" if what == "LUT sum" else ")"))
+    message(f"   run        {d['run_dir']} ({time.perf_counter() - t0:.0f} s; report.md, arch.json, model.onnx)")
     ctx.results["proxyless"] = {
         "run_dir": d["run_dir"],
         "target_ms": d["target_ms"],
