@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from latbench.backends import get_backend
-from latbench.calibrate import (
+from latbench.cli import main
+from latbench.device import load_profile
+from latbench.emulation.transfer import (
     MODELS,
     CalibratedLatency,
     Calibration,
@@ -22,8 +24,6 @@ from latbench.calibrate import (
     row_ms,
     select_shots,
 )
-from latbench.cli import main
-from latbench.device import load_profile
 from latbench.errors import LatbenchError
 from latbench.ops import OpSpec
 from latbench.spaces import get_space

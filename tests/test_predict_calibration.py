@@ -9,22 +9,22 @@ import numpy as np
 import pytest
 
 from latbench.errors import LatbenchError
-from latbench.predict.calibration import fit_calibration
 from latbench.predict.evaluate import accuracy
+from latbench.predict.glue import fit_glue
 
 from .conftest import PIXEL1_YAML, run_cli
 
 
 def test_fit_calibration_recovers_scale_and_offset() -> None:
     x = np.array([10.0, 12.0, 15.0, 19.0, 25.0, 31.0])
-    cal = fit_calibration(x, 1.25 * x + 3.5)
+    cal = fit_glue(x, 1.25 * x + 3.5)
     assert cal.scale == pytest.approx(1.25) and cal.offset_ms == pytest.approx(3.5)
-    few = fit_calibration(x[:2], 1.1 * x[:2])  # too few networks for an offset: scale only
+    few = fit_glue(x[:2], 1.1 * x[:2])  # too few networks for an offset: scale only
     assert few.offset_ms == 0.0 and few.scale == pytest.approx(1.1)
-    neg = fit_calibration(x, 1.5 * x - 4.0)  # a negative offset is not glue: scale only
+    neg = fit_glue(x, 1.5 * x - 4.0)  # a negative offset is not glue: scale only
     assert neg.offset_ms == 0.0 and 1.2 < neg.scale < 1.5
     with pytest.raises(LatbenchError, match="positive"):
-        fit_calibration([1.0, -1.0], [1.0, 1.0])
+        fit_glue([1.0, -1.0], [1.0, 1.0])
 
 
 def test_accuracy_numbers() -> None:

@@ -15,7 +15,7 @@ allocation).
 
 ``ort-mobile`` stands for a phone class: 1 to 4 intra-op threads pinned to
 as many cores (psutil), fp32 or int8. Shipped profiles: ``devices/mobile-*.toml``.
-Its numbers are an emulation; :mod:`latbench.calibrate` maps them onto a real
+Its numbers are an emulation; :mod:`latbench.emulation.transfer` maps them onto a real
 phone's published table.
 """
 

@@ -63,8 +63,8 @@ def calibrate_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Fit emulated latencies to a real device's table on K reference ops; report accuracy on the unseen ones."""
-    from latbench.calibrate import CalibratedLatency, calibrate, load_reference
     from latbench.device import DeviceProfile, now_iso
+    from latbench.emulation.transfer import CalibratedLatency, calibrate, load_reference
     from latbench.table import LatencyTable
 
     emu_table = LatencyTable.load(table)
@@ -203,7 +203,7 @@ def lut_check(
     e2e = np.array([m.median for m in ms])
     ratio = e2e / sums
     rel = np.abs(sums / e2e - 1.0)
-    from latbench.calibrate import _spearman
+    from latbench.emulation.transfer import _spearman
 
     overhead = call_overhead(backend, backend.timing)
     n_ops = float(np.mean([len(s.ops_of(a)) for a in archs]))

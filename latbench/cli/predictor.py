@@ -144,7 +144,7 @@ def predictor_eval(
     arch_list = load_archs(str(archs), space)
     calib: list[dict[str, Any]] = []
     if calib_archs:
-        from latbench.predict.calibration import calibration_archs
+        from latbench.predict.glue import calibration_archs
         from latbench.spaces import space_of
 
         taken = {json.dumps(a, sort_keys=True) for a in arch_list}

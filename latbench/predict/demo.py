@@ -14,8 +14,8 @@ import numpy as np
 
 def step_predictor(ctx: Any) -> None:
     """Demo step: train + calibrate a predictor on what the demo already measured."""
-    from latbench.predict.calibration import calibrate_on
     from latbench.predict.evaluate import accuracy
+    from latbench.predict.glue import fit_glue_on
     from latbench.predict.io import default_predictor_path, save_predictor
     from latbench.predict.training import train_predictor
     from latbench.service import message
@@ -28,7 +28,7 @@ def step_predictor(ctx: Any) -> None:
     archs = [ctx.space.from_indices(i) for i in ctx.space.sample_indices(rng, len(measured))]
     half = len(archs) // 2
     model = train_predictor("xgboost", [ctx.table], seed=ctx.seed, cv_folds=3, progress=False)
-    fit = calibrate_on(model, archs[:half], measured[:half])
+    fit = fit_glue_on(model, archs[:half], measured[:half])
     model.meta["calibration_fit"] = {**fit, "from": "demo step 3 (first half of its archs)"}
     path = save_predictor(model, default_predictor_path(ctx.profile.name, ctx.space.name, "xgboost"))
     pred = model.predict_archs(archs[half:])

@@ -122,7 +122,7 @@ def evaluate_archs(
     is also given its in-run calibration (a scale fitted on the calibration
     archs between the two runs), so it gets the same information as the models.
     """
-    from latbench.predict.calibration import calibrate_on, fit_calibration
+    from latbench.predict.glue import fit_glue, fit_glue_on
     from latbench.service import measure_archs, network_timing
 
     if not archs:
@@ -151,7 +151,7 @@ def evaluate_archs(
                 "calibration": model.calibration.to_dict(),
                 **accuracy(stored, measured),
             }
-            fit = calibrate_on(model, calib, allm[:k])
+            fit = fit_glue_on(model, calib, allm[:k])
             entry["calibration"] = {"scale": fit["scale"], "offset_ms": fit["offset_ms"]}
         pred = np.asarray(model.predict_archs(archs), dtype=np.float64)
         result["models"][name] = {**entry, "predicted_ms": pred.tolist(), **accuracy(pred, measured)}
@@ -164,7 +164,7 @@ def evaluate_archs(
         result["retest"] = {"measured_ms": second.tolist(), **accuracy(measured, second)}
         if k:
             # the first run, carried to the second run's level by the calibration archs, as a predictor of it
-            cal = fit_calibration(allm[:k], all2[:k])
+            cal = fit_glue(allm[:k], all2[:k])
             result["retest_in_run_calibrated"] = {
                 "calibration": cal.to_dict(),
                 **accuracy(np.asarray(cal.apply(measured)), second),

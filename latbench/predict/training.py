@@ -16,8 +16,8 @@ import numpy as np
 
 from latbench.device import library_versions, now_iso
 from latbench.errors import LatbenchError
-from latbench.predict.calibration import calibrate, calibrate_on, load_measurements
 from latbench.predict.evaluate import accuracy
+from latbench.predict.glue import fit_glue_on, load_measurements, measure_and_fit_glue
 from latbench.predict.models import cross_val_predict_ops, fit_model, table_rows
 from latbench.spaces import SPACES, SearchSpace, get_space
 from latbench.table import LatencyTable
@@ -136,7 +136,7 @@ def train_predictor(
             raise LatbenchError(
                 f"--calib-from {calib_from} was measured on {fp_id}, the table on {tables[0].fingerprint_id}"
             )
-        fit = calibrate_on(model, archs, measured)
+        fit = fit_glue_on(model, archs, measured)
         model.meta["calibration_fit"] = {**fit, "from": str(calib_from)}
         model.meta["metrics"]["calibration_in_sample"] = fit["after_in_sample"]
     if calib_archs:
@@ -152,7 +152,7 @@ def train_predictor(
                 f"--calib-archs: this device is {backend.fingerprint().id} but the table was measured on "
                 f"{tables[0].fingerprint_id}; calibrate on the table's device"
             )
-        fit = calibrate(
+        fit = measure_and_fit_glue(
             model, backend, space, calib_archs, seed=seed, sentinel_ref_ms=sentinel_ref_ms, progress=progress
         )
         model.meta["calibration_fit"] = fit

@@ -1,10 +1,10 @@
-"""End-to-end calibration: the glue between ops, fitted on a handful of measured networks.
+"""Whole-network glue: the time between ops, fitted on a handful of measured networks.
 
 Ops are timed one at a time; a whole network also pays framework overhead
 per layer, gets fused or cache-friendly neighbours, and moves memory between
-layers. :func:`fit_calibration` fits ``measured = scale * op_sum + offset_ms``
+layers. :func:`fit_glue` fits ``measured = scale * op_sum + offset_ms``
 for relative error (least squares of ``(prediction - measured) / measured``)
-on ``K`` networks; :func:`calibrate` samples ``K`` archs of a space, measures
+on ``K`` networks; :func:`measure_and_fit_glue` samples ``K`` archs of a space, measures
 them end to end on a backend and sets the model's
 :class:`~latbench.predict.base.E2ECalibration`.
 """
@@ -23,7 +23,7 @@ from latbench.predict.evaluate import accuracy
 from latbench.spaces import Arch, SearchSpace
 
 
-def fit_calibration(op_sums: Any, measured_ms: Any, *, with_offset: bool | None = None) -> E2ECalibration:
+def fit_glue(op_sums: Any, measured_ms: Any, *, with_offset: bool | None = None) -> E2ECalibration:
     """``scale`` and ``offset_ms`` so that ``scale * op_sum + offset_ms`` fits ``measured_ms`` (relative error).
 
     With fewer than 4 networks (or ``with_offset=False``) only ``scale`` is
@@ -53,7 +53,7 @@ def calibration_archs(space: SearchSpace, k: int, seed: int) -> list[Arch]:
     return [space.from_indices(i) for i in space.sample_indices(rng, k)]
 
 
-def calibrate_on(model: Any, archs: list[Arch], measured_ms: Any, *, with_offset: bool | None = None) -> dict[str, Any]:
+def fit_glue_on(model: Any, archs: list[Arch], measured_ms: Any, *, with_offset: bool | None = None) -> dict[str, Any]:
     """Fit ``model.calibration`` to archs already measured end to end (ms); returns the fit record."""
     measured = np.asarray(measured_ms, dtype=np.float64)
     if len(archs) != len(measured) or not len(archs):
@@ -61,7 +61,7 @@ def calibrate_on(model: Any, archs: list[Arch], measured_ms: Any, *, with_offset
     model.calibration = E2ECalibration()
     model.__dict__.pop("_compiled", None)
     sums = np.asarray(model.predict_archs(archs), dtype=np.float64)
-    cal = fit_calibration(sums, measured, with_offset=with_offset)
+    cal = fit_glue(sums, measured, with_offset=with_offset)
     model.calibration = cal
     model.__dict__.pop("_compiled", None)
     after = np.asarray(model.predict_archs(archs), dtype=np.float64)
@@ -93,7 +93,7 @@ def load_measurements(path: str | Path) -> tuple[list[Arch], np.ndarray, str]:
     return archs, ms, fp
 
 
-def calibrate(
+def measure_and_fit_glue(
     model: Any,
     backend: Any,
     space: SearchSpace,
@@ -115,7 +115,7 @@ def calibrate(
         raise LatbenchError(f"--calib-archs must be >= 1, got {k}")
     archs = calibration_archs(space, k, seed)
     ms, info = measure_archs(backend, archs, network_timing(backend, None, None), sentinel_ref_ms, progress=progress)
-    fit = calibrate_on(model, archs, [m.median for m in ms], with_offset=with_offset)
+    fit = fit_glue_on(model, archs, [m.median for m in ms], with_offset=with_offset)
     return {
         **fit,
         "seed": seed,
