@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,40 @@ def listing(kind: str, pattern: str) -> list[Path]:
             for f in sorted(d.glob(pattern)):
                 seen.setdefault(str(f.relative_to(d)), f)
     return list(seen.values())
+
+
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """A user-given name that becomes a file or folder name (device, run id): letters, digits, ``.``, ``_``, ``-``,
+    starting with a letter or digit, at most 128 characters. Refuses ``..``, separators, absolute paths, newlines."""
+    from latbench.errors import LatbenchError
+
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or ".." in name:
+        raise LatbenchError(
+            f"bad {what} {name!r}: use letters, digits, '.', '_' and '-' (starting with a letter or digit, "
+            "no '..', at most 128 characters)"
+        )
+    return name
+
+
+def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
+    """Create ``path`` (a folder) if needed and check a file can be written there, before long work starts.
+
+    Raises :class:`~latbench.errors.LatbenchError` naming the folder when it cannot be created or written.
+    """
+    from latbench.errors import LatbenchError
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".latbench-probe.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise LatbenchError(f"cannot write into {path}: {exc.strerror or exc}; give a writable folder") from None
+    return path
 
 
 def check_writable_target(path: str | os.PathLike[str]) -> Path:
