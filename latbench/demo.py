@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.stats import spearmanr
 
 from latbench import paths
 from latbench.backends import get_backend
 from latbench.device import DeviceProfile, now_iso
+from latbench.predict.metrics import accuracy
 from latbench.service import message, track
 from latbench.spaces import get_space
 from latbench.table import LatencyTable, build_table
@@ -99,17 +99,16 @@ def step_lut_vs_measured(ctx: DemoContext, n: int = 10) -> None:
     message("   #   LUT sum   measured   error")
     for i, (p, m) in enumerate(zip(lut, meas, strict=True)):
         message(f"  {i:2d}  {p:8.2f}  {m:9.2f}  {100 * (p - m) / m:+6.1f}%")
-    err = np.abs(np.array(lut) - np.array(meas)) / np.array(meas)
-    rho = spearmanr(lut, meas).statistic
+    acc = accuracy(lut, meas)
     message(
-        f"  MAPE {100 * err.mean():.1f}%, Spearman {rho:.3f} (the LUT sum misses the glue between ops;"
+        f"  MAPE {100 * acc['mape']:.1f}%, Spearman {acc['spearman']:.3f} (the LUT sum misses the glue between ops;"
         " `latbench predictor train --calib-archs` fits it)"
     )
     ctx.results["lut_vs_measured"] = {
         "lut_ms": lut,
         "measured_ms": meas,
-        "mape": float(err.mean()),
-        "spearman": float(rho),
+        "mape": acc["mape"],
+        "spearman": acc["spearman"],
     }
 
 

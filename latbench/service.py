@@ -1,82 +1,39 @@
-"""The service layer: what every command needs below the CLI.
+"""The service layer: what every command needs below the CLI, in one place.
 
-One place that opens a device (refusing a profile recorded elsewhere), resolves
-where latency comes from (a table, a predictor, a device), measures whole
-networks, and reports progress and messages through a :class:`Reporter`.
-
-The library never prints with rich and never imports the CLI: long work calls
-:func:`track` and :func:`message`, which go to the reporter the application
-installed with :func:`set_reporter` (the CLI installs a rich one; the default
-says nothing). A Python user can install their own, e.g. one that logs.
+It opens a device (refusing a profile recorded elsewhere), resolves where
+latency comes from (a table, a predictor, a device: :func:`resolve_latency_source`),
+and gathers the lower layers' entry points the commands use: measuring whole
+networks (:mod:`latbench.measure.networks`) and reporting progress and messages
+through a :class:`~latbench.progress.Reporter` (:mod:`latbench.progress`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from latbench.errors import LatbenchError
+from latbench.measure.networks import measure_archs, network_timing
+from latbench.progress import NullReporter, Reporter, get_reporter, message, set_reporter, track
+
+__all__ = [
+    "LatencySource",
+    "NullReporter",
+    "Reporter",
+    "get_reporter",
+    "measure_archs",
+    "message",
+    "network_timing",
+    "open_device",
+    "resolve_latency_source",
+    "set_reporter",
+    "track",
+]
 
 if TYPE_CHECKING:
     from latbench.device import DeviceProfile
-    from latbench.measure.harness import TimingConfig
     from latbench.predict.base import LatencyModel, SpaceLatency
     from latbench.spaces import SearchSpace
-
-#: ``update(completed, total=None, status="")``
-ProgressUpdate = Callable[..., None]
-
-
-class Reporter(Protocol):
-    """Where long work reports to. ``progress`` bars go to the user's terminal, ``message`` lines to stdout
-    (``stream="out"``, results) or stderr (``stream="err"``, status). Text may carry rich markup
-    (``[bold]``); a plain reporter strips it."""
-
-    def progress(self, description: str, total: int | None) -> AbstractContextManager[ProgressUpdate]: ...
-
-    def message(self, text: str, stream: str = "out") -> None: ...
-
-
-class NullReporter:
-    """Says nothing: the default for library use."""
-
-    @contextmanager
-    def progress(self, description: str, total: int | None) -> Iterator[ProgressUpdate]:
-        yield lambda *a, **k: None
-
-    def message(self, text: str, stream: str = "out") -> None:
-        return None
-
-
-_reporter: Reporter = NullReporter()
-
-
-def set_reporter(reporter: Reporter) -> Reporter:
-    """Install ``reporter`` for this process; returns the previous one."""
-    global _reporter
-    previous, _reporter = _reporter, reporter
-    return previous
-
-
-def get_reporter() -> Reporter:
-    return _reporter
-
-
-@contextmanager
-def track(description: str, total: int | None = None, enabled: bool = True) -> Iterator[ProgressUpdate]:
-    """A progress report of the installed reporter; yields ``update(completed, total=None, status="")``."""
-    if not enabled:
-        yield lambda *a, **k: None
-        return
-    with _reporter.progress(description, total) as update:
-        yield update
-
-
-def message(text: str, stream: str = "out") -> None:
-    """A line for the user through the installed reporter (``stream`` "out" for results, "err" for status)."""
-    _reporter.message(text, stream)
 
 
 # ----------------------------------------------------------------------------- devices
@@ -99,33 +56,6 @@ def open_device(name: str) -> tuple[DeviceProfile, Any]:
                 f"--name {profile.name}` again"
             )
     return profile, backend
-
-
-def network_timing(backend: Any, drift: str | None = None, min_time: float | None = None) -> TimingConfig:
-    """Timing for whole networks: longer per item than ops, same drift handling."""
-    cfg = backend.timing.with_(min_run_time_s=0.6, rounds=8, min_runs=16, warmup_s=0.1)
-    if drift:
-        cfg = cfg.with_(drift=drift)
-    if min_time:
-        cfg = cfg.with_(min_run_time_s=min_time)
-    return cfg
-
-
-def measure_archs(
-    backend: Any,
-    archs: list[dict[str, Any]],
-    config: TimingConfig | None = None,
-    sentinel_ref_ms: float | None = None,
-    progress: bool = True,
-) -> tuple[list[Any], dict[str, Any]]:
-    """Measure whole networks together (interleaved, drift-corrected); returns measurements in arch order."""
-    config = config or network_timing(backend)
-    workloads = {f"arch{i:04d}": a for i, a in enumerate(archs)}
-    with track("measure", total=config.rounds, enabled=progress) as update:
-        res, info = backend.measure_many(
-            workloads, config, sentinel_ref_ms=sentinel_ref_ms, on_round=lambda r, n: update(r, n)
-        )
-    return [res[k] for k in workloads], info
 
 
 # ----------------------------------------------------------------------------- latency sources

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from latbench.errors import LatbenchError
-from latbench.predict.evaluate import accuracy
 from latbench.predict.glue import fit_glue
+from latbench.predict.metrics import accuracy
 
 from .conftest import PIXEL1_YAML, run_cli
 

@@ -84,7 +84,7 @@ def test_shape_generalization_on_torch_cpu(tmp_path: Path) -> None:
     so machine drift hits both alike; needs a quiet machine (about 12 minutes). Measured here: 0.96 at 224 and
     0.89 at 192 / width 1.4 (seeds 1-4 of the model: 0.96-0.97 and 0.84-0.90)."""
     from latbench.backends import get_backend
-    from latbench.predict.evaluate import accuracy
+    from latbench.predict.metrics import accuracy
     from latbench.predict.models import fit_model, table_rows
     from latbench.table import build_table
 

@@ -23,8 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from latbench.device import DeviceFingerprint, host_info, library_versions
 from latbench.errors import BackendUnavailable, UnsupportedOp
+from latbench.fingerprint import DeviceFingerprint, host_info, library_versions
 from latbench.measure.harness import Runner, TimingConfig, measure_batch, measure_runner
 from latbench.measure.measurement import Measurement
 from latbench.ops import OpSpec

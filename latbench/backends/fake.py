@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from latbench.backends.base import Backend, Workload
-from latbench.device import DeviceFingerprint, library_versions
 from latbench.errors import UnsupportedOp
+from latbench.fingerprint import DeviceFingerprint, library_versions
 from latbench.measure.harness import Runner, TimingConfig
 from latbench.ops import OpSpec
 

@@ -120,15 +120,15 @@ def calibrate_cmd(
         )
         out.print(
             f"leave-one-out MAPE on the {len(cal.shots)} shots: "
-            + ", ".join(f"{k} {v:.1f}%" for k, v in cal.loo_mape_pct.items() if not math.isnan(v))
+            + ", ".join(f"{k} {100 * v:.1f}%" for k, v in cal.loo_mape.items() if not math.isnan(v))
         )
         for label, key in (("unseen ops", "unseen_ops"), ("arch LUT sums", "arch_lut_sums")):
             if m.get(key):
                 r, b = m[key], m.get(f"{key}_naive_scale", {})
                 out.print(
-                    f"{label:<14} n={r['n']:<4} Spearman {r['spearman']:.3f}  MAPE {r['mape_pct']:.1f}%  "
-                    f"within 10% {r['within_10pct']:.1f}%   (one scale factor: "
-                    f"MAPE {b.get('mape_pct', math.nan):.1f}%, within 10% {b.get('within_10pct', math.nan):.1f}%)"
+                    f"{label:<14} n={r['n']:<4} Spearman {r['spearman']:.3f}  MAPE {100 * r['mape']:.1f}%  "
+                    f"within 10% {100 * r['within_10']:.1f}%   (one scale factor: "
+                    f"MAPE {100 * b.get('mape', math.nan):.1f}%, within 10% {100 * b.get('within_10', math.nan):.1f}%)"
                 )
         for k in ("profile", "predicted_table"):
             if k in result:
@@ -202,8 +202,9 @@ def lut_check(
     ms, info = measure_archs(backend, archs, config, t.sentinel_ref_ms or prof.sentinel_ms, progress=not as_json)
     e2e = np.array([m.median for m in ms])
     ratio = e2e / sums
-    rel = np.abs(sums / e2e - 1.0)
-    from latbench.emulation.transfer import _spearman
+    from latbench.predict.metrics import accuracy
+
+    acc = accuracy(sums, e2e)
 
     overhead = call_overhead(backend, backend.timing)
     n_ops = float(np.mean([len(s.ops_of(a)) for a in archs]))
@@ -216,12 +217,12 @@ def lut_check(
         "archs": n_archs,
         "mean_ops_per_arch": n_ops,
         "lut_sum_vs_e2e": {
-            "mape_pct": round(float(rel.mean() * 100), 2),
-            "within_10pct": round(float((rel <= 0.10).mean() * 100), 1),
+            "mape": acc["mape"],
+            "within_10": acc["within_10"],
             "e2e_over_lut_median": round(float(np.median(ratio)), 4),
             "e2e_over_lut_min": round(float(ratio.min()), 4),
             "e2e_over_lut_max": round(float(ratio.max()), 4),
-            "spearman": round(_spearman(sums, e2e), 4),
+            "spearman": acc["spearman"],
         },
         "call_overhead": overhead,
         "per_arch": [{"lut_sum_ms": round(float(a), 4), **m.summary()} for a, m in zip(sums, ms, strict=True)],
@@ -235,7 +236,7 @@ def lut_check(
         r = report["lut_sum_vs_e2e"]
         out.print(
             f"{prof.name} ({report['fingerprint']}), {n_archs} archs of {s.name}: LUT sum vs end to end "
-            f"MAPE {r['mape_pct']:.1f}%, within 10% {r['within_10pct']:.0f}%, "
+            f"MAPE {100 * r['mape']:.1f}%, within 10% {100 * r['within_10']:.0f}%, "
             f"e2e/LUT median {r['e2e_over_lut_median']:.3f} [{r['e2e_over_lut_min']:.3f}, "
             f"{r['e2e_over_lut_max']:.3f}], Spearman {r['spearman']:.3f}"
         )

@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _metric_line(name: str, acc: dict[str, Any]) -> str:
-    from latbench.predict.evaluate import format_accuracy
+    from latbench.predict.metrics import format_accuracy
 
     return format_accuracy(name, acc)
 

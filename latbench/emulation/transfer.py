@@ -229,24 +229,18 @@ def select_shots(ops: list[OpSpec], k: int, seed: int = 0) -> list[OpSpec]:
     return chosen
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    from scipy.stats import spearmanr
-
-    if len(a) < 3:
-        return float("nan")
-    return float(spearmanr(a, b)[0])
-
-
 def error_metrics(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
-    """Spearman, MAPE (%) and share within 10 % (%) of ``pred`` against ``ref``."""
-    rel = np.abs(pred / ref - 1.0)
-    return {
-        "n": len(ref),
-        "spearman": round(_spearman(pred, ref), 4),
-        "mape_pct": round(float(rel.mean() * 100), 2),
-        "within_10pct": round(float((rel <= 0.10).mean() * 100), 1),
-        "max_err_pct": round(float(rel.max() * 100), 1) if len(rel) else 0.0,
-    }
+    """:func:`latbench.predict.metrics.accuracy` of ``pred`` against ``ref`` (fractions)."""
+    from latbench.predict.metrics import accuracy
+
+    return accuracy(pred, ref)
+
+
+def _loo_mape_of(d: dict[str, Any]) -> dict[str, float]:
+    """Leave-one-out MAPE per model as fractions (profiles written before the metrics were fractions kept percent)."""
+    if "loo_mape" in d:
+        return {k: float(v) for k, v in d["loo_mape"].items()}
+    return {k: float(v) / 100 for k, v in d.get("loo_mape_pct", {}).items()}
 
 
 @dataclass
@@ -258,7 +252,7 @@ class Calibration:
     coef: np.ndarray
     stat: str = "p25"
     shots: list[str] = field(default_factory=list)
-    loo_mape_pct: dict[str, float] = field(default_factory=dict)
+    loo_mape: dict[str, float] = field(default_factory=dict)  # fractions
     reference: dict[str, Any] = field(default_factory=dict)
     emulator: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -277,7 +271,7 @@ class Calibration:
             "stat": self.stat,
             "seed": self.seed,
             "shots": list(self.shots),
-            "loo_mape_pct": self.loo_mape_pct,
+            "loo_mape": self.loo_mape,
             "reference": self.reference,
             "emulator": self.emulator,
             "metrics": self.metrics,
@@ -301,7 +295,7 @@ class Calibration:
             coef=coef,
             stat=str(d.get("stat", "p25")),
             shots=list(d.get("shots", [])),
-            loo_mape_pct=dict(d.get("loo_mape_pct", {})),
+            loo_mape=_loo_mape_of(d),
             reference=dict(d.get("reference", {})),
             emulator=dict(d.get("emulator", {})),
             metrics=dict(d.get("metrics", {})),
@@ -406,21 +400,19 @@ def fit_calibration(
             continue  # fewer shots than parameters: not identifiable
         x = np.array([[feats[k][c] for c in cols] for k in shots], dtype=np.float64)
         signed = tuple(c in SIGNED_FEATURES for c in cols)
-        loo[name] = round(100 * loo_error(x, y, signed), 3) if len(shots) > 1 else float("nan")
+        loo[name] = round(loo_error(x, y, signed), 5) if len(shots) > 1 else float("nan")
     if not loo:
         loo["scale"] = float("nan")
-    # lowest LOO error; among those within 0.5 points of it, the one with fewest features
+    # lowest LOO error; among those within 0.005 (half a percentage point) of it, the one with fewest features
     best_err = (
         min(v for v in loo.values() if not math.isnan(v)) if any(not math.isnan(v) for v in loo.values()) else 0.0
     )
-    close = [n for n, v in loo.items() if math.isnan(v) or v <= best_err + 0.5]
+    close = [n for n, v in loo.items() if math.isnan(v) or v <= best_err + 0.005]
     chosen = min(close, key=lambda n: (len(MODELS[n][0]), loo[n] if not math.isnan(loo[n]) else 0.0))
     cols = MODELS[chosen][0]
     x = np.array([[feats[k][c] for c in cols] for k in shots], dtype=np.float64)
     coef = fit_nnls_relative(x, y, tuple(c in SIGNED_FEATURES for c in cols))
-    return Calibration(
-        model=chosen, features=cols, coef=coef, stat=stat, shots=list(shots), loo_mape_pct=loo, seed=seed
-    )
+    return Calibration(model=chosen, features=cols, coef=coef, stat=stat, shots=list(shots), loo_mape=loo, seed=seed)
 
 
 def calibrate(
@@ -499,7 +491,7 @@ def score(
         "shots": len(cal.shots),
         "unseen_ops": error_metrics(np.array([pred[k] for k in unseen]), y) if unseen else {},
         "unseen_ops_naive_scale": error_metrics(np.array([pred_naive[k] for k in unseen]), y) if unseen else {},
-        "emulator_vs_reference_spearman": round(_spearman(np.array([feats[k]["t"] for k in unseen]), y), 4)
+        "emulator_vs_reference_spearman": error_metrics(np.array([feats[k]["t"] for k in unseen]), y)["spearman"]
         if unseen
         else None,
     }

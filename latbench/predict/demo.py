@@ -14,11 +14,11 @@ import numpy as np
 
 def step_predictor(ctx: Any) -> None:
     """Demo step: train + calibrate a predictor on what the demo already measured."""
-    from latbench.predict.evaluate import accuracy
     from latbench.predict.glue import fit_glue_on
     from latbench.predict.io import default_predictor_path, save_predictor
+    from latbench.predict.metrics import accuracy
     from latbench.predict.training import train_predictor
-    from latbench.service import message
+    from latbench.progress import message
 
     done = ctx.results.get("lut_vs_measured")
     if not done:

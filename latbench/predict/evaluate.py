@@ -16,46 +16,7 @@ from typing import Any
 import numpy as np
 
 from latbench.errors import LatbenchError
-
-
-def accuracy(predicted: Sequence[float] | np.ndarray, measured: Sequence[float] | np.ndarray) -> dict[str, float]:
-    """RMSE (ms), MAPE, RMSPE, within 5% / 10%, max error, Spearman and Kendall of ``predicted`` vs ``measured``."""
-    from scipy.stats import kendalltau, spearmanr
-
-    p = np.asarray(predicted, dtype=np.float64)
-    m = np.asarray(measured, dtype=np.float64)
-    if p.shape != m.shape or p.ndim != 1:
-        raise ValueError(f"predicted {p.shape} and measured {m.shape} must be equal 1-d shapes")
-    ok = np.isfinite(p) & np.isfinite(m) & (m > 0)
-    p, m = p[ok], m[ok]
-    n = len(m)
-    if n == 0:
-        raise LatbenchError("no finite measured/predicted pairs to score")
-    rel = (p - m) / m
-    out: dict[str, float] = {
-        "n": n,
-        "rmse_ms": float(np.sqrt(np.mean((p - m) ** 2))),
-        "mape": float(np.mean(np.abs(rel))),
-        "rmspe": float(np.sqrt(np.mean(rel**2))),
-        "bias": float(np.mean(rel)),
-        "within_5": float(np.mean(np.abs(rel) <= 0.05)),
-        "within_10": float(np.mean(np.abs(rel) <= 0.10)),
-        "max_rel_error": float(np.max(np.abs(rel))),
-    }
-    if n >= 3 and np.ptp(p) > 0 and np.ptp(m) > 0:
-        out["spearman"] = float(spearmanr(p, m).statistic)
-        out["kendall"] = float(kendalltau(p, m).statistic)
-    else:
-        out["spearman"] = out["kendall"] = float("nan")
-    return out
-
-
-def format_accuracy(name: str, acc: dict[str, float]) -> str:
-    return (
-        f"{name:<16} n={int(acc['n']):<4} RMSE {acc['rmse_ms']:8.3f} ms  MAPE {100 * acc['mape']:5.1f}%  "
-        f"within 5% {100 * acc['within_5']:5.1f}%  within 10% {100 * acc['within_10']:5.1f}%  "
-        f"Spearman {acc['spearman']:.3f}  Kendall {acc['kendall']:.3f}"
-    )
+from latbench.predict.metrics import accuracy
 
 
 def scatter_plot(
@@ -122,8 +83,8 @@ def evaluate_archs(
     is also given its in-run calibration (a scale fitted on the calibration
     archs between the two runs), so it gets the same information as the models.
     """
+    from latbench.measure.networks import measure_archs, network_timing
     from latbench.predict.glue import fit_glue, fit_glue_on
-    from latbench.service import measure_archs, network_timing
 
     if not archs:
         raise LatbenchError("no archs to evaluate")

@@ -19,7 +19,7 @@ import numpy as np
 
 from latbench.errors import LatbenchError
 from latbench.predict.base import E2ECalibration
-from latbench.predict.evaluate import accuracy
+from latbench.predict.metrics import accuracy
 from latbench.spaces import Arch, SearchSpace
 
 
@@ -109,7 +109,7 @@ def measure_and_fit_glue(
     Returns the fit record (archs, op sums, measured ms, calibration, in-sample
     accuracy before and after), which training stores in the predictor.
     """
-    from latbench.service import measure_archs, network_timing
+    from latbench.measure.networks import measure_archs, network_timing
 
     if k < 1:
         raise LatbenchError(f"--calib-archs must be >= 1, got {k}")

@@ -16,8 +16,8 @@ import numpy as np
 
 from latbench.device import library_versions, now_iso
 from latbench.errors import LatbenchError
-from latbench.predict.evaluate import accuracy
 from latbench.predict.glue import fit_glue_on, load_measurements, measure_and_fit_glue
+from latbench.predict.metrics import accuracy
 from latbench.predict.models import cross_val_predict_ops, fit_model, table_rows
 from latbench.spaces import SPACES, SearchSpace, get_space
 from latbench.table import LatencyTable
