@@ -329,59 +329,24 @@ def cluster_table_build(
     Everything that can be checked before touching the cluster is (profiles,
     space, existing files), then every device must have a node serving it, so a
     bad command fails in one line with nothing written. Returns one summary per
-    table and prints them (JSON with ``as_json``).
+    table; status lines go to ``log`` (else to the reporter, unless ``as_json``).
     """
-    from latbench.service import message, track
-    from latbench.spaces import get_space
+    from latbench.service import message
 
-    if not devices:
-        raise FarmError("give at least one --device")
-    if len(set(devices)) != len(devices):
-        raise FarmError(f"a device is given twice: {', '.join(devices)}")
-    if out is not None and len(devices) > 1:
-        raise FarmError(
-            "--out names one table file; with several --device values leave it out (tables/<device>/<space>.json)"
-        )
-    if adaptive:
-        raise FarmError("--adaptive is not sharded (it fits a model between rounds); grow the sampled table locally")
-    if sample is not None:
-        from latbench.predict.sampling import sample_ops
-
-        ops = sample_ops(sample, seed=seed)
-        space_name, space_params = f"sampled-{sample}-seed{seed}", None
-    else:
-        s = get_space(space, resolution=resolution, width=width)
-        ops = s.vocabulary
-        space_name, space_params = s.name, s.params
     if drift is not None and drift not in DRIFT_MODES:
         raise FarmError(f"--drift must be one of {', '.join(DRIFT_MODES)}, got {drift!r}")
-    profiles = [load_profile(d) for d in devices]
-    targets: list[tuple[DeviceProfile, Path, str | None]] = []
-    for prof in profiles:
-        path = Path(out) if out is not None else default_table_path(prof.name, space_name, resolution)
-        existing_id = None
-        if path.exists():
-            if not resume:
-                raise TableError(
-                    f"{path} exists; pass --resume to measure only its missing rows, or choose another --out"
-                )
-            existing = LatencyTable.load(path)
-            existing_id = existing.fingerprint_id
-            recorded = (prof.fingerprint or {}).get("id")
-            if recorded and recorded != existing_id:
-                existing.check_same_device(prof.fingerprint or {}, "new rows")
-        targets.append((prof, path, existing_id))
-
-    events: list[str] = []
+    ops, space_name, space_params = _ops_to_build(devices, space, resolution, width, out, sample, seed, adaptive)
+    targets = _table_targets(devices, space_name, resolution, out, resume)
 
     def say(msg: str) -> None:
-        events.append(msg)
         if log is not None:
             log(msg)
         elif not as_json:
             message(f"farm: {msg}", stream="err")
 
+    build = _ShardedBuild(cluster, ops, space_name, space_params, resume, drift, min_time, as_json)
     results: list[dict[str, Any]] = []
+    errors: list[BaseException] = []
     with connect(cluster) as ray:
         nodes = farm_nodes(ray)
         for prof, _, _ in targets:
@@ -400,91 +365,161 @@ def cluster_table_build(
                     f"{prof.name}: {len(pool.workers)} of {len(pool.nodes)} node(s) accepted, "
                     f"fingerprint {pool.expected_id}"
                 )
-            outcomes: dict[str, Any] = {}
-            bar = track(f"table {space_name}", total=None, enabled=not as_json)
-
-            def run(prof: DeviceProfile, path: Path) -> None:
-                pool = pools[prof.name]
-                try:
-                    remote = pool.remote_device(ops)
-                    config = remote.timing
-                    if drift:
-                        config = config.with_(drift=drift)
-                    if min_time:
-                        config = config.with_(min_run_time_s=min_time)
-                    outcomes[prof.name] = build_table(
-                        remote,
-                        ops,
-                        path,
-                        device={
-                            "name": prof.name,
-                            "backend": prof.backend,
-                            "settings": remote.settings,
-                        },
-                        space=space_name,
-                        space_params=space_params,
-                        resume=resume,
-                        config=config,
-                        sentinel_ref_ms=prof.sentinel_ms,
-                        progress=prog.updater(prof.name),
-                        measure_stream=pool.stream,
-                    )
-                except BaseException as exc:  # handed to the main thread
-                    outcomes[prof.name] = exc
-
-            threads = [threading.Thread(target=run, args=(p, path), daemon=True) for p, path, _ in targets]
-            with bar as update:
-                prog = _DeviceProgress(update)
-                for t in threads:
-                    t.start()
-                try:
-                    while any(t.is_alive() for t in threads):
-                        for t in threads:
-                            t.join(timeout=0.2)
-                except KeyboardInterrupt:
-                    for pool in pools.values():
-                        pool.stop.set()
-                    for t in threads:
-                        t.join(timeout=10)
-                    raise
-            errors = []
+            outcomes = build.run_all(targets, pools)
             for prof, path, _ in targets:
                 got = outcomes.get(prof.name)
                 if isinstance(got, BaseException):
                     errors.append(got)
-                    continue
-                table, measured = got
-                pool = pools[prof.name]
-                farm = {
-                    "cluster": cluster,
-                    "fingerprint_source": pool.expected_source,
-                    "rows_by_node": dict(pool.rows_by_node),
-                    "refused": pool.refused,
-                    "lost": pool.lost,
-                }
-                if measured:
-                    table.source = {**table.source, "farm": farm}
-                    table.save(path)
-                results.append(
-                    {
-                        **table.summary(),
-                        "measured_now": len(measured),
-                        "already_there": len(table) - len(measured),
-                        "nodes_used": len(pool.rows_by_node),
-                        "refused": pool.refused,
-                        "lost": pool.lost,
-                        "overhead": pool.overhead_ms(),
-                    }
-                )
+                else:
+                    results.append(build.finish(got, path, pools[prof.name]))
         finally:
             for pool in pools.values():
                 pool.close()
     if errors:
-        first = errors[0]
-        if isinstance(first, LatbenchError):
-            if results:
-                say("finished: " + ", ".join(f"{r['path']} ({r['rows']} rows)" for r in results))
-            raise first
-        raise first
-
+        if isinstance(errors[0], LatbenchError) and results:
+            say("finished: " + ", ".join(f"{r['path']} ({r['rows']} rows)" for r in results))
+        raise errors[0]
     return results
+
+
+def _ops_to_build(
+    devices: list[str],
+    space: str,
+    resolution: int | None,
+    width: float | None,
+    out: str | Path | None,
+    sample: int | None,
+    seed: int,
+    adaptive: bool,
+) -> tuple[list[Any], str, dict[str, Any] | None]:
+    """The ops of the request (the space's vocabulary, or ``sample`` sampled configs), checked up front."""
+    from latbench.spaces import get_space
+
+    if not devices:
+        raise FarmError("give at least one --device")
+    if len(set(devices)) != len(devices):
+        raise FarmError(f"a device is given twice: {', '.join(devices)}")
+    if out is not None and len(devices) > 1:
+        raise FarmError(
+            "--out names one table file; with several --device values leave it out (tables/<device>/<space>.json)"
+        )
+    if adaptive:
+        raise FarmError("--adaptive is not sharded (it fits a model between rounds); grow the sampled table locally")
+    if sample is not None:
+        from latbench.predict.sampling import sample_ops
+
+        return sample_ops(sample, seed=seed), f"sampled-{sample}-seed{seed}", None
+    s = get_space(space, resolution=resolution, width=width)
+    return s.vocabulary, s.name, s.params
+
+
+def _table_targets(
+    devices: list[str], space_name: str, resolution: int | None, out: str | Path | None, resume: bool
+) -> list[tuple[DeviceProfile, Path, str | None]]:
+    """``(profile, table path, fingerprint id of the table already there)`` per device; refuses what it must."""
+    targets: list[tuple[DeviceProfile, Path, str | None]] = []
+    for prof in [load_profile(d) for d in devices]:
+        path = Path(out) if out is not None else default_table_path(prof.name, space_name, resolution)
+        existing_id = None
+        if path.exists():
+            if not resume:
+                raise TableError(
+                    f"{path} exists; pass --resume to measure only its missing rows, or choose another --out"
+                )
+            existing = LatencyTable.load(path)
+            existing_id = existing.fingerprint_id
+            recorded = (prof.fingerprint or {}).get("id")
+            if recorded and recorded != existing_id:
+                existing.check_same_device(prof.fingerprint or {}, "new rows")
+        targets.append((prof, path, existing_id))
+    return targets
+
+
+@dataclass
+class _ShardedBuild:
+    """One table build per device, each sharded over the device's pool of node workers, run side by side."""
+
+    cluster: str
+    ops: list[Any]
+    space_name: str
+    space_params: dict[str, Any] | None
+    resume: bool
+    drift: str | None
+    min_time: float | None
+    quiet: bool
+
+    def run_all(
+        self, targets: list[tuple[DeviceProfile, Path, str | None]], pools: dict[str, DevicePool]
+    ) -> dict[str, Any]:
+        """Build every target in its own thread; returns ``{device: (table, measured) or the exception}``."""
+        from latbench.progress import track
+
+        outcomes: dict[str, Any] = {}
+        with track(f"table {self.space_name}", total=None, enabled=not self.quiet) as update:
+            prog = _DeviceProgress(update)
+            threads = [
+                threading.Thread(target=self._run_one, args=(prof, path, pools[prof.name], prog, outcomes), daemon=True)
+                for prof, path, _ in targets
+            ]
+            for t in threads:
+                t.start()
+            try:
+                while any(t.is_alive() for t in threads):
+                    for t in threads:
+                        t.join(timeout=0.2)
+            except KeyboardInterrupt:
+                for pool in pools.values():
+                    pool.stop.set()
+                for t in threads:
+                    t.join(timeout=10)
+                raise
+        return outcomes
+
+    def _run_one(
+        self, prof: DeviceProfile, path: Path, pool: DevicePool, prog: _DeviceProgress, outcomes: dict[str, Any]
+    ) -> None:
+        try:
+            remote = pool.remote_device(self.ops)
+            config = remote.timing
+            if self.drift:
+                config = config.with_(drift=self.drift)
+            if self.min_time:
+                config = config.with_(min_run_time_s=self.min_time)
+            outcomes[prof.name] = build_table(
+                remote,
+                self.ops,
+                path,
+                device={"name": prof.name, "backend": prof.backend, "settings": remote.settings},
+                space=self.space_name,
+                space_params=self.space_params,
+                resume=self.resume,
+                config=config,
+                sentinel_ref_ms=prof.sentinel_ms,
+                progress=prog.updater(prof.name),
+                measure_stream=pool.stream,
+            )
+        except BaseException as exc:  # handed to the main thread
+            outcomes[prof.name] = exc
+
+    def finish(self, built: tuple[LatencyTable, list[Any]], path: Path, pool: DevicePool) -> dict[str, Any]:
+        """Record where the rows came from in the table and summarise it."""
+        table, measured = built
+        if measured:
+            farm = {
+                "cluster": self.cluster,
+                "fingerprint_source": pool.expected_source,
+                "rows_by_node": dict(pool.rows_by_node),
+                "refused": pool.refused,
+                "lost": pool.lost,
+            }
+            table.source = {**table.source, "farm": farm}
+            table.save(path)
+        return {
+            **table.summary(),
+            "measured_now": len(measured),
+            "already_there": len(table) - len(measured),
+            "nodes_used": len(pool.rows_by_node),
+            "refused": pool.refused,
+            "lost": pool.lost,
+            "overhead": pool.overhead_ms(),
+        }
