@@ -455,6 +455,8 @@ def cross_val_predict_ops(
         train = np.flatnonzero(fold_of != f)
         if len(test) == 0:
             continue
+        if len(train) == 0:
+            continue
         train_types = {ops[i].type for i in train}
         model = make_model(name, seed=seed, regressor=regressor).fit([ops[i] for i in train], ms[train])
         ok = [i for i in test if ops[i].type in train_types]
