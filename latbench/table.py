@@ -68,7 +68,8 @@ def check_row(where: Any, key: Any, row: Any) -> None:
     if not _is_number(med) or med <= 0:
         raise TableError(f"{where}: row {key} has an invalid median {med!r} (must be a finite number > 0 ms)")
     for f in ("iqr_ms", "p90_ms", "mean_ms", "std_ms", "raw_median_ms"):
-        if f in row and row[f] is not None and (not _is_number(row[f]) or row[f] < 0):
+        required = f in ROW_FIELDS
+        if f in row and (required or row[f] is not None) and (not _is_number(row[f]) or row[f] < 0):
             raise TableError(f"{where}: row {key} has an invalid {f} {row[f]!r} (must be a finite number >= 0)")
     n = row["n"]
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from latbench.errors import ArchError, UnknownNameError
+from latbench.errors import ArchError, LatbenchError, UnknownNameError
 from latbench.spaces.base import Arch, Decision, SearchSpace
 from latbench.spaces.darts import DartsCell
 from latbench.spaces.mobile import OFAMobileNetV3, ProxylessMobile
@@ -106,7 +106,7 @@ def load_archs(path: str, default_space: str | None = None) -> list[Arch]:
     for where, a in items:
         try:
             out.append(space_of(a, default_space).validate(a))
-        except ArchError as exc:  # UnknownNameError included
+        except LatbenchError as exc:  # ArchError, UnknownNameError
             raise type(exc)(f"{p}: {where}: {exc}") from None
     return out
 
