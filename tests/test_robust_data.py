@@ -526,6 +526,17 @@ def test_merge_into_a_readonly_table_is_one_line(readonly_dir: Path, tmp_path: P
     assert "cannot write table" in one_line(exc)
 
 
+def test_archs_into_a_readonly_folder_is_one_line(readonly_dir: Path, tmp_path: Path) -> None:
+    from latbench.spaces import save_archs
+
+    archs = [GOOD, GOOD]
+    with pytest.raises(LatbenchError) as exc:
+        save_archs(archs, readonly_dir / "archs.jsonl")
+    assert "cannot write into" in one_line(exc)
+    out = save_archs(archs, tmp_path / "archs.jsonl")
+    assert load_archs(str(out)) == archs
+
+
 # ============================================================================ 6. bad values in files
 GOOD = get_space("darts", channels=4, resolution=8).sample(0)
 

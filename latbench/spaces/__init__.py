@@ -6,6 +6,8 @@ space an arch JSON belongs to from the parameters the arch records.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from latbench.errors import ArchError, LatbenchError, UnknownNameError
@@ -19,7 +21,17 @@ SPACES: dict[str, type[SearchSpace]] = {
     DartsCell.name: DartsCell,
 }
 
-__all__ = ["SPACES", "Arch", "Decision", "SearchSpace", "get_space", "load_archs", "space_of"]
+__all__ = [
+    "SPACES",
+    "Arch",
+    "Decision",
+    "SearchSpace",
+    "check_archs_target",
+    "get_space",
+    "load_archs",
+    "save_archs",
+    "space_of",
+]
 
 
 def get_space(name: str, **params: Any) -> SearchSpace:
@@ -66,8 +78,6 @@ def load_archs(path: str, default_space: str | None = None) -> list[Arch]:
     that are not UTF-8, malformed JSON, NaN / Infinity / numbers out of range, duplicate keys, nesting deeper
     than any arch, wrong types and unknown choices.
     """
-    from pathlib import Path
-
     from latbench.ops import json_error_text, strict_json_loads
 
     p = Path(path)
@@ -109,6 +119,29 @@ def load_archs(path: str, default_space: str | None = None) -> list[Arch]:
         except LatbenchError as exc:  # ArchError, UnknownNameError
             raise type(exc)(f"{p}: {where}: {exc}") from None
     return out
+
+
+def check_archs_target(path: str | os.PathLike[str]) -> Path:
+    """Refuse, before any work, a destination for archs that cannot be written (a read-only folder, a symlink)."""
+    from latbench import paths
+
+    target = paths.check_writable_target(path)
+    paths.ensure_writable_dir(target.parent)
+    return target
+
+
+def save_archs(archs: list[Arch], path: str | os.PathLike[str]) -> Path:
+    """Write archs as JSONL (one per line) atomically; one line naming the file when it cannot be written."""
+    import json
+
+    from latbench import paths
+
+    target = check_archs_target(path)
+    try:
+        paths.atomic_write_text(target, "".join(json.dumps(a) + "\n" for a in archs))
+    except OSError as exc:
+        raise LatbenchError(f"cannot write archs to {target}: {exc.strerror or exc}") from None
+    return target
 
 
 def _json_msg(exc: ValueError) -> str:
