@@ -186,7 +186,7 @@ class OpSpec:
             raise ArchError(f"op field expand must be a number, got {self.expand!r}")
         if not 0 < float(self.expand) <= MAX_EXPAND:
             raise ArchError(f"op field expand must be > 0 and <= {MAX_EXPAND:g}, got {self.expand}")
-        if not isinstance(self.se, (bool, numbers.Integral)) or int(self.se) not in (0, 1):
+        if isinstance(self.se, (str, float)) or not any(self.se is v or self.se == v for v in (True, False)):
             raise ArchError(f"op field se must be true or false, got {self.se!r}")
         object.__setattr__(self, "se", bool(self.se))
         if self.cin % self.groups or self.cout % self.groups:
