@@ -186,10 +186,17 @@ class LatencyTable:
 
     # --------------------------------------------------------------- merging
     def check_same_space(self, space: str | None, space_params: dict[str, Any] | None, what: str = "rows") -> None:
-        """Refuse rows of another space or other space parameters (resolution, width...)."""
-        if space is None and space_params is None:
-            return
-        if space != self.space or _norm(space_params) != _norm(self.space_params):
+        """Refuse rows of another space or other space parameters (resolution, width...).
+
+        What one side does not record (a table of loose ops has no space, an older table no parameters) is not
+        compared."""
+        other_space = space is not None and self.space is not None and space != self.space
+        other_params = (
+            space_params is not None
+            and self.space_params is not None
+            and _norm(space_params) != _norm(self.space_params)
+        )
+        if other_space or other_params:
             raise TableError(
                 f"refusing {what} of space {space} {space_params or {}} in table {self.path or self.name} of space "
                 f"{self.space} {self.space_params or {}}; write them to another --out"
