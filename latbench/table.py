@@ -116,6 +116,8 @@ class LatencyTable:
     created: str = field(default_factory=now_iso)
     updated: str = ""
     path: Path | None = None
+    #: (path, inode, size, mtime) of the file this object last wrote: an unchanged file need not be merged again
+    _written: tuple[Any, ...] | None = field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------------ identity
     @property
@@ -263,10 +265,11 @@ class LatencyTable:
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             with lock:
-                if target.exists() and not overwrite:
-                    self._merge_from_disk(target)
+                if target.exists() and not overwrite and _stamp(target) != self._written:
+                    self._merge_from_disk(target)  # (skipped when the file is still the one this object wrote)
                 self.updated = now_iso()
                 paths.atomic_write_json(target, self.to_dict())
+                self._written = _stamp(target)
         except Timeout:
             raise TableError(
                 f"{target}: another latbench process has held {target}.lock for {LOCK_TIMEOUT_S:.0f} s; "
@@ -370,6 +373,12 @@ class LatencyTable:
             "max_ms": round(float(max(meds)), 4) if meds else None,
             "source": self.source or None,
         }
+
+
+def _stamp(path: Path) -> tuple[Any, ...]:
+    """Identity of the file at ``path`` now (every atomic write makes a new inode)."""
+    st = path.stat()
+    return (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _norm(params: dict[str, Any] | None) -> str:
