@@ -709,7 +709,7 @@ json_values = st.recursive(
 )
 PROPERTY = settings(
     max_examples=40,
-    deadline=timedelta(seconds=5),
+    deadline=timedelta(seconds=10),
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
