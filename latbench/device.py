@@ -7,6 +7,7 @@ sentinel's reference time there.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -77,14 +78,24 @@ class DeviceProfile:
         return target
 
     @classmethod
-    def from_toml(cls, text: str, path: Path | None = None) -> DeviceProfile:
+    def from_toml(cls, text: str | bytes, path: Path | None = None) -> DeviceProfile:
+        """A profile from TOML text (or bytes), every value checked; one line naming ``path`` otherwise."""
+        where = path or "device profile"
+        if isinstance(text, bytes):
+            try:
+                text = text.decode("utf-8")
+            except UnicodeDecodeError:
+                raise LatbenchError(f"{where}: not a device profile (not UTF-8 text)") from None
         try:
             doc = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            raise LatbenchError(f"{path}: not a valid device profile TOML ({exc})") from None
+            raise LatbenchError(f"{where}: not a valid device profile TOML ({str(exc).splitlines()[0]})") from None
+        except RecursionError:
+            raise LatbenchError(f"{where}: not a valid device profile TOML (nested too deep)") from None
         for key in ("name", "backend"):
             if key not in doc:
-                raise LatbenchError(f"{path}: device profile has no {key!r}")
+                raise LatbenchError(f"{where}: device profile has no {key!r}")
+        check_profile_values(doc, where)
         known = {"name", "backend", "settings", "fingerprint", "sentinel_ms", "description", "created"}
         return cls(
             name=doc["name"],
@@ -92,11 +103,85 @@ class DeviceProfile:
             settings=dict(doc.get("settings", {})),
             fingerprint=doc.get("fingerprint"),
             sentinel_ms=doc.get("sentinel_ms"),
-            description=doc.get("description", ""),
-            created=doc.get("created", ""),
+            description=str(doc.get("description", "")),
+            created=str(doc.get("created", "")),
             extra={k: v for k, v in doc.items() if k not in known},
             path=path,
         )
+
+    @classmethod
+    def from_file(cls, path: Path) -> DeviceProfile:
+        """Read and validate the profile at ``path``."""
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise LatbenchError(f"cannot read device profile {path}: {exc.strerror or exc}") from None
+        return cls.from_toml(data, path)
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def check_profile_values(doc: dict[str, Any], where: Any) -> None:
+    """Refuse a profile whose values cannot be right: a name that cannot be a file name, threads < 1, cores this
+    machine does not have, a speed or sentinel time that is not a number > 0, a calibration that would give a
+    negative latency."""
+    for key in ("name", "backend"):
+        if not isinstance(doc[key], str):
+            raise LatbenchError(f"{where}: device profile {key} {doc[key]!r} is not text")
+    try:
+        paths.check_name(doc["name"], "device profile name")
+    except LatbenchError as exc:
+        raise LatbenchError(f"{where}: {exc}") from None
+    settings = doc.get("settings", {})
+    if not isinstance(settings, dict):
+        raise LatbenchError(f"{where}: [settings] of a device profile must be a table")
+    for key in ("threads", "inter_threads", "batch"):
+        v = settings.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise LatbenchError(f"{where}: settings.{key} must be an integer >= 1, got {v!r}")
+    cores = settings.get("cores")
+    if cores is not None:
+        total = os.cpu_count() or 1
+        ok = isinstance(cores, list) and cores and all(isinstance(c, int) and not isinstance(c, bool) for c in cores)
+        if not ok or len(set(cores)) != len(cores):
+            raise LatbenchError(f"{where}: settings.cores must be a list of distinct core numbers, got {cores!r}")
+        bad = [c for c in cores if not 0 <= c < total]
+        if bad:
+            raise LatbenchError(f"{where}: settings.cores {bad} do not exist on this machine (cores 0..{total - 1})")
+    for key, v in settings.items():
+        if key in ("speed", "gflops", "gbps") or key.endswith("_speed"):
+            if not _positive(v):
+                raise LatbenchError(f"{where}: settings.{key} must be a number > 0, got {v!r}")
+        elif key.endswith("_ms") and not (_positive(v) or v == 0):
+            raise LatbenchError(f"{where}: settings.{key} must be a number >= 0 (milliseconds), got {v!r}")
+    if "sentinel_ms" in doc and not _positive(doc["sentinel_ms"]):
+        raise LatbenchError(f"{where}: sentinel_ms must be a number > 0 (milliseconds), got {doc['sentinel_ms']!r}")
+    fp = doc.get("fingerprint")
+    if fp is not None and (not isinstance(fp, dict) or not isinstance(fp.get("id", ""), str)):
+        raise LatbenchError(f"{where}: [fingerprint] of a device profile must be a table with a text id")
+    if "calibration" in doc:
+        _check_calibration(doc["calibration"], where)
+
+
+def _check_calibration(cal: Any, where: Any) -> None:
+    """A ``latbench calibrate`` mapping in a profile: as many finite coefficients as features. The emulation layer
+    that owns the mapping checks the rest when it loads it (:meth:`latbench.emulation.transfer.Calibration.from_dict`:
+    no coefficient that would give a negative latency)."""
+    if not isinstance(cal, dict):
+        raise LatbenchError(f"{where}: [calibration] must be a table")
+    feats, coef = cal.get("features"), cal.get("coefficients")
+    if not isinstance(feats, list) or not isinstance(coef, list) or len(feats) != len(coef):
+        raise LatbenchError(f"{where}: [calibration] needs as many coefficients as features")
+    for f, c in zip(feats, coef, strict=True):
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c):
+            raise LatbenchError(f"{where}: calibration coefficient of {f} is not a finite number: {c!r}")
+        if f == "t" and c <= 0:
+            raise LatbenchError(
+                f"{where}: calibration coefficient of t is {c}: a negative (or zero) time scale would give "
+                "negative latencies; calibrate again"
+            )
 
 
 def _toml_safe(value: Any) -> Any:
@@ -109,12 +194,15 @@ def _toml_safe(value: Any) -> Any:
 
 
 def list_profiles() -> list[DeviceProfile]:
+    """Every readable profile over the ``devices/`` search dirs; a broken one is skipped with a warning line."""
+    from latbench.progress import message
+
     out = []
     for f in paths.listing("devices", "*.toml"):
         try:
-            out.append(DeviceProfile.from_toml(f.read_text(), f))
-        except LatbenchError:
-            continue
+            out.append(DeviceProfile.from_file(f))
+        except LatbenchError as exc:
+            message(f"warning: skipping device profile {exc}", stream="err")
     return out
 
 
@@ -125,10 +213,10 @@ def load_profile(name_or_path: str) -> DeviceProfile:
         found = paths.find("devices", p)
         if found is None:
             raise UnknownNameError(f"device profile not found: {name_or_path}")
-        return DeviceProfile.from_toml(found.read_text(), found)
+        return DeviceProfile.from_file(found)
     found = paths.find("devices", f"{name_or_path}.toml")
     if found is not None:
-        return DeviceProfile.from_toml(found.read_text(), found)
+        return DeviceProfile.from_file(found)
     from latbench.backends import backend_names
 
     if name_or_path in backend_names():

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -107,15 +106,17 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
 
 
 def _export_to(module: Any, x: Any, target: Path, opset: int, what: str) -> None:
+    """Export ``module`` on ``x`` to ``target`` (written atomically, with latbench's metadata)."""
     import warnings
 
     import onnx
     import torch
 
     module = module.eval()
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
+    # torch.onnx.export writes to a path of its own (and may add external-data files beside it): it gets a
+    # private staging folder; the user-visible file is written once, atomically, by paths.atomic_write_bytes
+    with tempfile.TemporaryDirectory(prefix="latbench-export-") as staging:
+        tmp = str(Path(staging) / "model.onnx")
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(
@@ -130,23 +131,19 @@ def _export_to(module: Any, x: Any, target: Path, opset: int, what: str) -> None
                 output_names=[OUTPUT_NAME],
             )
         model = onnx.load(tmp)
-        meta = {
-            "latbench.exporter": EXPORTER,
-            "latbench.opset": str(opset),
-            "latbench.torch": _torch_version(),
-            "latbench.recipe": RECIPE_VERSION,
-            "latbench.workload": what[:4000],
-            "latbench.input_shape": json.dumps(list(x.shape)),
-        }
-        del model.metadata_props[:]
-        for k, v in meta.items():
-            entry = model.metadata_props.add()
-            entry.key, entry.value = k, v
-        onnx.save(model, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    meta = {
+        "latbench.exporter": EXPORTER,
+        "latbench.opset": str(opset),
+        "latbench.torch": _torch_version(),
+        "latbench.recipe": RECIPE_VERSION,
+        "latbench.workload": what[:4000],
+        "latbench.input_shape": json.dumps(list(x.shape)),
+    }
+    del model.metadata_props[:]
+    for k, v in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, v
+    paths.atomic_write_bytes(target, model.SerializeToString())
 
 
 def _cache_hit(path: Path, opset: int) -> bool:
@@ -192,11 +189,7 @@ def export_onnx(
         if target is None:
             return cached
         if target.resolve() != cached.resolve():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-            os.close(fd)
-            shutil.copyfile(cached, tmp)
-            os.replace(tmp, target)
+            paths.atomic_write_bytes(target, cached.read_bytes())
         return target
     module, x, what = _module_and_input(workload)
     if target is None:

@@ -122,14 +122,6 @@ class DeviceFingerprint:
             raise LatbenchError(f"malformed device fingerprint (missing {exc})") from None
         return fp
 
-    def version_differences(self, other: DeviceFingerprint) -> dict[str, tuple[str | None, str | None]]:
-        keys = set(self.versions) | set(other.versions)
-        return {
-            k: (self.versions.get(k), other.versions.get(k))
-            for k in sorted(keys)
-            if self.versions.get(k) != other.versions.get(k) and k != "latbench"
-        }
-
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -10,7 +10,9 @@ arch so that a search can bound model size and peak activation memory.
 
 from __future__ import annotations
 
+import json
 import math
+import numbers
 import re
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
@@ -32,6 +34,102 @@ OP_TYPES = (
 )
 ACTIVATIONS = ("relu", "relu6", "hswish", "none")
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
+#: the integer fields of an op, and the largest value each may take (a sanity bound: no real network has a
+#: 1,000,000-pixel-wide feature map or a kernel wider than 64; a bigger value in a file is a corrupt file)
+INT_FIELDS = {
+    "hw": 1 << 16,
+    "cin": 1 << 20,
+    "cout": 1 << 20,
+    "kernel": 64,
+    "stride": 64,
+    "groups": 1 << 20,
+    "dilation": 64,
+    "batch": 1 << 16,
+}
+MAX_EXPAND = 1024.0
+#: JSON nesting deeper than this is refused (nothing latbench writes nests more than ~10 levels)
+MAX_JSON_DEPTH = 64
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:24]} is out of range")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > 19:
+        raise ValueError(f"integer {text[:24]}... is out of range")
+    value = int(text)
+    if abs(value) > (1 << 63) - 1:
+        raise ValueError(f"integer {text} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def _depth(text: str) -> int:
+    """Deepest nesting of ``[`` / ``{`` outside strings (two regex passes, then a walk over the brackets)."""
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    depth = deepest = 0
+    for ch in brackets:
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def strict_json_loads(text: str | bytes) -> Any:
+    """Parse JSON the way latbench files must be: UTF-8, no NaN / Infinity, no number that overflows a float or
+    a 64-bit integer, no duplicate key in an object, nesting at most :data:`MAX_JSON_DEPTH` deep.
+
+    Raises :class:`ValueError` with one line (``json.JSONDecodeError``, which carries ``lineno``, for syntax).
+    Python's own ``json.loads`` takes ``NaN``, turns ``1e400`` into infinity and lets the later of two
+    duplicate keys win silently: each would put a wrong number into a table or a predictor.
+    """
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = text[: exc.start].count(b"\n") + 1
+            raise ValueError(f"not UTF-8 text (byte 0x{text[exc.start]:02x} at line {line})") from None
+    if _depth(text) > MAX_JSON_DEPTH:
+        raise ValueError(f"JSON nested more than {MAX_JSON_DEPTH} levels deep")
+    try:
+        return json.loads(
+            text,
+            object_pairs_hook=_no_duplicates,
+            parse_float=_finite_float,
+            parse_int=_bounded_int,
+            parse_constant=_no_constant,
+        )
+    except RecursionError:  # pragma: no cover - the depth scan comes first
+        raise ValueError("JSON nested too deep") from None
+
+
+def json_error_text(exc: ValueError) -> str:
+    """One line for a :func:`strict_json_loads` error (syntax errors name their line)."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"invalid JSON at line {exc.lineno} ({exc.msg})"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -73,17 +171,24 @@ class OpSpec:
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
-        if self.type not in OP_TYPES:
-            raise ArchError(f"unknown op type {self.type!r}; known: {', '.join(OP_TYPES)}")
-        if self.act not in ACTIVATIONS:
-            raise ArchError(f"unknown activation {self.act!r}; known: {', '.join(ACTIVATIONS)}")
-        if self.dtype not in DTYPE_BYTES:
-            raise ArchError(f"unknown dtype {self.dtype!r}; known: {', '.join(DTYPE_BYTES)}")
-        for name in ("hw", "cin", "cout", "kernel", "stride", "groups", "dilation", "batch"):
-            if int(getattr(self, name)) < 1:
-                raise ArchError(f"op field {name} must be >= 1, got {getattr(self, name)}")
-        if self.expand <= 0:
-            raise ArchError(f"op field expand must be > 0, got {self.expand}")
+        for name, options in (("type", OP_TYPES), ("act", ACTIVATIONS), ("dtype", tuple(DTYPE_BYTES))):
+            value = getattr(self, name)
+            if not isinstance(value, str) or value not in options:
+                raise ArchError(f"unknown op {name} {value!r}; known: {', '.join(options)}")
+        for name, limit in INT_FIELDS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise ArchError(f"op field {name} must be an integer, got {value!r}")
+            if not 1 <= int(value) <= limit:
+                raise ArchError(f"op field {name} must be 1..{limit}, got {value}")
+            object.__setattr__(self, name, int(value))
+        if isinstance(self.expand, bool) or not isinstance(self.expand, numbers.Real):
+            raise ArchError(f"op field expand must be a number, got {self.expand!r}")
+        if not 0 < float(self.expand) <= MAX_EXPAND:
+            raise ArchError(f"op field expand must be > 0 and <= {MAX_EXPAND:g}, got {self.expand}")
+        if isinstance(self.se, (str, float)) or not any(self.se is v or self.se == v for v in (True, False)):
+            raise ArchError(f"op field se must be true or false, got {self.se!r}")
+        object.__setattr__(self, "se", bool(self.se))
         if self.cin % self.groups or self.cout % self.groups:
             raise ArchError(f"groups={self.groups} does not divide cin={self.cin} / cout={self.cout}")
         # normalise 3.0 -> 3 so keys stay stable

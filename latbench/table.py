@@ -10,6 +10,11 @@ File format (JSON, ``schema: "latbench.table/1"``)::
 
 Tables are saved atomically (write, fsync, rename) after every chunk of rows,
 so the file is valid JSON at every moment and an interrupted build resumes.
+Saving takes a lock file beside the table (``<table>.lock``) and merges with
+what is on disk, so two processes building into one table keep every row of
+both. Every table is validated when it is read: a bad number, a row whose key
+is not its spec's, a duplicate key, is refused in one line naming the file
+and the row.
 """
 
 from __future__ import annotations
@@ -25,17 +30,75 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from latbench import paths
-from latbench.device import DeviceFingerprint, now_iso
-from latbench.errors import LatbenchError, TableError
+from latbench.device import now_iso
+from latbench.errors import ArchError, LatbenchError, TableError
 from latbench.measure.harness import TimingConfig
 from latbench.measure.measurement import Measurement
-from latbench.ops import OpSpec
+from latbench.ops import OpSpec, json_error_text, strict_json_loads
 
 SCHEMA = "latbench.table/1"
 ROW_FIELDS = ("median_ms", "iqr_ms", "p90_ms", "n")
+#: seconds a save waits for another process's lock on the same table before giving up
+LOCK_TIMEOUT_S = 120.0
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_row(where: Any, key: Any, row: Any) -> None:
+    """Refuse (one line naming ``where`` and the row) a row that is not a valid measurement of its key."""
+    if not isinstance(key, str):
+        raise TableError(f"{where}: row key {key!r} is not text")
+    if not isinstance(row, dict):
+        raise TableError(f"{where}: row {key} is not an object")
+    bad = [f for f in ROW_FIELDS if f not in row] + ([] if "spec" in row else ["spec"])
+    if bad:
+        raise TableError(f"{where}: row {key} lacks {', '.join(bad)}")
+    if not isinstance(row["spec"], dict):
+        raise TableError(f"{where}: row {key} has a spec that is not an object")
+    try:
+        spec = OpSpec.from_dict(row["spec"])
+    except ArchError as exc:
+        raise TableError(f"{where}: row {key} has a bad spec ({exc})") from None
+    if spec.key != key:
+        raise TableError(f"{where}: row {key} holds the spec of another op ({spec.key}); the file was edited")
+    med = row["median_ms"]
+    if not _is_number(med) or med <= 0:
+        raise TableError(f"{where}: row {key} has an invalid median {med!r} (must be a finite number > 0 ms)")
+    for f in ("iqr_ms", "p90_ms", "mean_ms", "std_ms", "raw_median_ms"):
+        required = f in ROW_FIELDS
+        if f in row and (required or row[f] is not None) and (not _is_number(row[f]) or row[f] < 0):
+            raise TableError(f"{where}: row {key} has an invalid {f} {row[f]!r} (must be a finite number >= 0)")
+    n = row["n"]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise TableError(f"{where}: row {key} has an invalid sample count n={n!r}")
+    for f in ("samples_ms", "raw_ms"):
+        values = row.get(f)
+        if values is not None and (not isinstance(values, list) or not all(_is_number(x) and x >= 0 for x in values)):
+            raise TableError(f"{where}: row {key} has invalid {f} (a list of finite numbers >= 0 ms)")
+    if "noisy" in row and not isinstance(row["noisy"], bool):
+        raise TableError(f"{where}: row {key} has a noisy flag that is not true/false")
+
+
+def _row_rank(row: dict[str, Any]) -> tuple[Any, ...]:
+    """Order of preference between two rows of one key (lower is kept): not noisy, smaller relative IQR,
+    more samples, then earlier timestamp and smaller median, so every process keeps the same row."""
+    med = float(row["median_ms"])
+    rel = row.get("rel_iqr")
+    if not _is_number(rel):
+        rel = float(row.get("iqr_ms", 0.0)) / med
+    return (bool(row.get("noisy")), float(rel), -int(row.get("n", 0)), str(row.get("timestamp", "")), med)
+
+
+def merge_rows(ours: dict[str, dict[str, Any]], theirs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every key of both; for a key in both the less noisy row (see :func:`_row_rank`), the same in any order."""
+    out = dict(theirs)
+    for key, row in ours.items():
+        if key not in out or _row_rank(row) < _row_rank(out[key]):
+            out[key] = row
+    return out
 
 
 @dataclass
@@ -53,6 +116,8 @@ class LatencyTable:
     created: str = field(default_factory=now_iso)
     updated: str = ""
     path: Path | None = None
+    #: (path, inode, size, mtime) of the file this object last wrote: an unchanged file need not be merged again
+    _written: tuple[Any, ...] | None = field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------------ identity
     @property
@@ -121,14 +186,24 @@ class LatencyTable:
             raise TableError(f"table {self.path or self.name} lacks {len(missing)} op(s): {names}{more}")
         return float(sum(self.rows[o.key]["median_ms"] for o in ops if o.type != "zero"))
 
-    def vector_for(self, vocabulary: list[OpSpec]) -> np.ndarray:
-        """Latencies of ``vocabulary`` in order, with a trailing 0 (index -1 = padding)."""
-        missing = self.missing(vocabulary)
-        if missing:
-            self.lut_sum(missing)  # raises the listing error
-        return np.array([self.rows[o.key]["median_ms"] for o in vocabulary] + [0.0], dtype=np.float64)
-
     # --------------------------------------------------------------- merging
+    def check_same_space(self, space: str | None, space_params: dict[str, Any] | None, what: str = "rows") -> None:
+        """Refuse rows of another space or other space parameters (resolution, width...).
+
+        What one side does not record (a table of loose ops has no space, an older table no parameters) is not
+        compared."""
+        other_space = space is not None and self.space is not None and space != self.space
+        other_params = (
+            space_params is not None
+            and self.space_params is not None
+            and _norm(space_params) != _norm(self.space_params)
+        )
+        if other_space or other_params:
+            raise TableError(
+                f"refusing {what} of space {space} {space_params or {}} in table {self.path or self.name} of space "
+                f"{self.space} {self.space_params or {}}; write them to another --out"
+            )
+
     def check_same_device(self, fingerprint: dict[str, Any], what: str = "rows") -> None:
         other = str(fingerprint.get("id", ""))
         if other != self.fingerprint_id:
@@ -170,17 +245,56 @@ class LatencyTable:
             "rows": dict(sorted(self.rows.items())),
         }
 
-    def save(self, path: str | Path | None = None) -> Path:
+    def save(self, path: str | Path | None = None, *, overwrite: bool = False) -> Path:
+        """Write the table atomically, merged with the table already at ``path``.
+
+        Under a lock file beside the table (``<path>.lock``), the file on disk
+        is read again and its rows merged with these (every key of both; for a
+        key in both, the less noisy row), so two processes building one table
+        never lose each other's rows. A file of another device or space is
+        refused, never replaced; ``overwrite=True`` replaces it (``--force``).
+        The merged rows are kept in this object too.
+        """
+        from filelock import FileLock, Timeout
+
         target = Path(path) if path else self.path
         if target is None:
             raise TableError("table has no path to save to")
-        self.updated = now_iso()
-        paths.atomic_write_json(target, self.to_dict())
+        paths.check_writable_target(target)
+        lock = FileLock(f"{target}.lock", timeout=LOCK_TIMEOUT_S)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with lock:
+                if target.exists() and not overwrite and _stamp(target) != self._written:
+                    self._merge_from_disk(target)  # (skipped when the file is still the one this object wrote)
+                self.updated = now_iso()
+                paths.atomic_write_json(target, self.to_dict())
+                self._written = _stamp(target)
+        except Timeout:
+            raise TableError(
+                f"{target}: another latbench process has held {target}.lock for {LOCK_TIMEOUT_S:.0f} s; "
+                "wait for it to finish (or remove the lock file if no latbench is running)"
+            ) from None
+        except OSError as exc:
+            raise TableError(f"cannot write table {target}: {exc.strerror or exc}; give a writable --out") from None
         self.path = target
         return target
 
+    def _merge_from_disk(self, target: Path) -> None:
+        disk = LatencyTable.load(target)
+        if disk.fingerprint_id != self.fingerprint_id:
+            raise TableError(
+                f"{target} holds a table of device {disk.fingerprint_id}, not {self.fingerprint_id}; "
+                "refusing to replace it: write to another --out"
+            )
+        disk.check_same_space(self.space, self.space_params, "to save a table")
+        self.rows = merge_rows(self.rows, disk.rows)
+        if self.sentinel_ref_ms is None and disk.sentinel_ref_ms is not None:
+            self.timing["sentinel_ref_ms"] = disk.sentinel_ref_ms
+
     @classmethod
     def from_dict(cls, d: Any, path: Path | None = None) -> LatencyTable:
+        """A table from its JSON document, every field and row validated (one line naming ``path`` and the row)."""
         where = path or "table"
         if not isinstance(d, dict) or "schema" not in d:
             raise TableError(f"{where}: not a latbench table (no schema field)")
@@ -189,26 +303,30 @@ class LatencyTable:
         for k in ("fingerprint", "rows"):
             if not isinstance(d.get(k), dict):
                 raise TableError(f"{where}: table has no {k!r} object")
-        if "id" not in d["fingerprint"]:
+        if not isinstance(d["fingerprint"].get("id"), str) or not d["fingerprint"]["id"]:
             raise TableError(f"{where}: table fingerprint has no id")
+        for k in ("device", "space_params", "timing", "source"):
+            if d.get(k) is not None and not isinstance(d[k], dict):
+                raise TableError(f"{where}: table field {k!r} is not an object")
+        for k in ("space", "name", "created", "updated"):
+            if d.get(k) is not None and not isinstance(d[k], str):
+                raise TableError(f"{where}: table field {k!r} is not text")
+        ref = (d.get("timing") or {}).get("sentinel_ref_ms")
+        if ref is not None and (not _is_number(ref) or ref <= 0):
+            raise TableError(f"{where}: table timing.sentinel_ref_ms {ref!r} is not a finite number > 0")
         for key, row in d["rows"].items():
-            bad = [f for f in ROW_FIELDS if f not in row] + ([] if "spec" in row else ["spec"])
-            if bad:
-                raise TableError(f"{where}: row {key} lacks {', '.join(bad)}")
-            med = row["median_ms"]
-            if not isinstance(med, (int, float)) or not math.isfinite(med) or med < 0:
-                raise TableError(f"{where}: row {key} has an invalid median {med!r}")
+            check_row(where, key, row)
         return cls(
             fingerprint=d["fingerprint"],
-            device=d.get("device", {}),
+            device=d.get("device") or {},
             rows=d["rows"],
             space=d.get("space"),
             space_params=d.get("space_params"),
-            timing=d.get("timing", {}),
-            source=d.get("source", {}),
-            name=d.get("name", ""),
-            created=d.get("created", ""),
-            updated=d.get("updated", ""),
+            timing=d.get("timing") or {},
+            source=d.get("source") or {},
+            name=d.get("name") or "",
+            created=d.get("created") or "",
+            updated=d.get("updated") or "",
             path=path,
         )
 
@@ -219,12 +337,14 @@ class LatencyTable:
         found = paths.find("tables", p) or paths.find("tables", p.with_suffix(".json"))
         if found is None:
             raise TableError(f"table not found: {path}")
+        if not found.is_file():
+            raise TableError(f"{found} is not a table file")
         try:
-            data = json.loads(found.read_text())
-        except json.JSONDecodeError as exc:
-            raise TableError(f"{found}: corrupt table file (invalid JSON at line {exc.lineno})") from None
-        except UnicodeDecodeError:
-            raise TableError(f"{found}: corrupt table file (not text)") from None
+            data = strict_json_loads(found.read_bytes())
+        except ValueError as exc:
+            raise TableError(f"{found}: corrupt table file ({json_error_text(exc)})") from None
+        except OSError as exc:
+            raise TableError(f"cannot read table {found}: {exc.strerror or exc}") from None
         return cls.from_dict(data, found)
 
     def to_csv(self) -> str:
@@ -253,6 +373,21 @@ class LatencyTable:
             "max_ms": round(float(max(meds)), 4) if meds else None,
             "source": self.source or None,
         }
+
+
+def _stamp(path: Path) -> tuple[Any, ...]:
+    """Identity of the file at ``path`` now (every atomic write makes a new inode)."""
+    st = path.stat()
+    return (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _norm(params: dict[str, Any] | None) -> str:
+    """Space parameters compared as JSON (``224`` and ``224.0`` alike, key order ignored)."""
+    clean = {
+        k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
+        for k, v in (params or {}).items()
+    }
+    return json.dumps(clean, sort_keys=True, default=str)
 
 
 # ------------------------------------------------------------------------- building
@@ -294,6 +429,9 @@ def build_table(
     whose ``info`` does not say ``more_in_batch``.
     """
     path = Path(path)
+    # the destination first: a read-only folder is one line now, not a crash after the measuring
+    paths.check_writable_target(path)
+    paths.ensure_writable_dir(path.parent)
     config = config or backend.timing
     fp = backend.fingerprint().to_dict()
     unsupported = [o for o in ops if o.type != "zero" and not backend.supports(o)]
@@ -307,6 +445,7 @@ def build_table(
             raise TableError(f"{path} exists; pass --resume to measure only its missing rows, or choose another --out")
         table = LatencyTable.load(path)
         table.check_same_device(fp, "new rows")
+        table.check_same_space(space, space_params, "new rows")
         if sentinel_ref_ms is None:
             sentinel_ref_ms = table.sentinel_ref_ms
     else:
@@ -322,6 +461,7 @@ def build_table(
     done_before = len([o for o in {o.key: o for o in ops if o.type != "zero"}.values() if o.key in table.rows])
     total = done_before + len(todo)
     measured: list[str] = []
+    seen: set[str] = set()
     if progress:
         progress(done_before, total)
     if not todo:
@@ -344,8 +484,9 @@ def build_table(
     by_key = {o.key: o for o in todo}
     stream = (measure_stream or local_stream)(dict(by_key), config, sentinel_ref_ms)
     for key, m, info in stream:
-        if key not in by_key or key in table.rows:
+        if key not in by_key or key in seen:
             continue  # never an op twice, never one that was not asked for
+        seen.add(key)
         if sentinel_ref_ms is None and info.get("sentinel_ref_ms"):
             sentinel_ref_ms = float(info["sentinel_ref_ms"])
             table.timing["sentinel_ref_ms"] = sentinel_ref_ms
@@ -386,6 +527,24 @@ PUBLISHED_SOURCES = {
         "space_params": {"resolution": 224, "width": 1.2, "num_classes": 1000},
     },
 }
+
+
+def published_format_of(keys: Iterable[str]) -> str | None:
+    """The format whose key grammar ``keys`` use: ``ofa`` (MBConv keys carry ``-se:`` / ``-hs:``, and
+    ``AvgPool2D`` / ``Conv_2`` ops), ``proxyless`` (MBConv keys without them), or ``None`` when they say neither."""
+    votes = set()
+    for key in keys:
+        m = _YAML_KEY.match(key)
+        if not m:
+            continue
+        kind = m.group("kind")
+        if kind == "expanded_conv":
+            votes.add("ofa" if m.group("se") is not None or m.group("hs") is not None else "proxyless")
+        elif kind in ("AvgPool2D", "Conv_2"):
+            votes.add("ofa")
+    if len(votes) > 1:
+        return "mixed"
+    return votes.pop() if votes else None
 
 
 def published_key_to_spec(key: str, fmt: str) -> OpSpec:
@@ -446,11 +605,24 @@ def import_published(yaml_path: str | Path, fmt: str) -> LatencyTable:
     if not p.exists():
         raise TableError(f"LUT file not found: {p}")
     try:
-        raw = yaml.safe_load(p.read_text())
+        raw = yaml.safe_load(p.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise TableError(f"{p}: not a YAML LUT (not UTF-8 text)") from None
+    except RecursionError:
+        raise TableError(f"{p}: not a YAML LUT (nested too deep)") from None
     except yaml.YAMLError as exc:
         raise TableError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(raw, dict) or not raw:
         raise TableError(f"{p}: expected a mapping of LUT keys")
+    keys = [str(k) for k in raw]
+    found_fmt = published_format_of(keys)
+    if found_fmt == "mixed":
+        raise TableError(f"{p}: mixes ProxylessNAS and Once-for-All LUT keys; import one table at a time")
+    if found_fmt is not None and found_fmt != fmt:
+        raise TableError(
+            f"{p}: its keys are {found_fmt} LUT keys, not {fmt} (--format {found_fmt}); refusing to import it "
+            f"as the {PUBLISHED_SOURCES[fmt]['device']} table"
+        )
     src = PUBLISHED_SOURCES[fmt]
     fingerprint = {
         "id": f"published-{src['device']}-{fmt}",
@@ -479,8 +651,7 @@ def import_published(yaml_path: str | Path, fmt: str) -> LatencyTable:
         if not isinstance(stats, dict) or "mean" not in stats:
             raise TableError(f"{p}: entry {key!r} has no mean")
         spec = published_key_to_spec(str(key), fmt)
-        mean = float(stats["mean"])
-        std = float(stats["std"]) if "std" in stats else math.sqrt(float(stats.get("var", 0.0)))
+        mean, std, count = _published_stats(p, str(key), stats)
         table.add(
             spec,
             {
@@ -489,7 +660,7 @@ def import_published(yaml_path: str | Path, fmt: str) -> LatencyTable:
                 "p90_ms": round(mean + 1.2816 * std, 6),
                 "mean_ms": mean,
                 "std_ms": round(std, 6),
-                "n": int(stats.get("count", 0)),
+                "n": count,
                 "noisy": False,
                 "imported": True,
                 "published_key": str(key),
@@ -498,11 +669,27 @@ def import_published(yaml_path: str | Path, fmt: str) -> LatencyTable:
         )
     if len(table.rows) != len(raw):
         raise TableError(f"{p}: {len(raw)} keys mapped to only {len(table.rows)} distinct ops")
+    for key, row in table.rows.items():
+        check_row(p, key, row)
     return table
 
 
-def fingerprint_of(table: LatencyTable) -> DeviceFingerprint | None:
-    try:
-        return DeviceFingerprint.from_dict(table.fingerprint)
-    except LatbenchError:
-        return None
+def _published_stats(p: Path, key: str, stats: dict[str, Any]) -> tuple[float, float, int]:
+    """(mean, std, count) of one published entry; refuses NaN, infinite, zero or negative times."""
+
+    def number(name: str, default: float | None = None) -> float:
+        v = stats.get(name, default)
+        if not _is_number(v):
+            raise TableError(f"{p}: entry {key!r} has an invalid {name} {v!r}")
+        return float(v)
+
+    mean = number("mean")
+    if mean <= 0:
+        raise TableError(f"{p}: entry {key!r} has a latency of {mean!r} ms (must be > 0)")
+    std = number("std") if "std" in stats else math.sqrt(max(number("var", 0.0), 0.0))
+    if std < 0 or number("var", 0.0) < 0:
+        raise TableError(f"{p}: entry {key!r} has a negative spread")
+    count = stats.get("count", 0)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise TableError(f"{p}: entry {key!r} has an invalid count {count!r}")
+    return mean, std, count

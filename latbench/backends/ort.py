@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from latbench import paths
 from latbench.backends.base import Backend, Workload
 from latbench.backends.torch_cpu import available_cores, pin_cores
 from latbench.errors import BackendUnavailable, LatbenchError, UnsupportedOp
@@ -123,7 +124,12 @@ def check_onnx_file(path: str | os.PathLike[str]) -> Path:
 
 def empty_model(path: str | os.PathLike[str], shape: tuple[int, ...] = (1, 8)) -> Path:
     """A one-node ``Identity`` graph: its latency is the fixed cost of one session call (milliseconds)."""
-    import onnx
+    p = Path(path)
+    paths.atomic_write_bytes(p, _empty_model_proto(shape).SerializeToString())
+    return p
+
+
+def _empty_model_proto(shape: tuple[int, ...]) -> Any:
     from onnx import TensorProto, helper
 
     x = helper.make_tensor_value_info("input", TensorProto.FLOAT, list(shape))
@@ -133,10 +139,7 @@ def empty_model(path: str | os.PathLike[str], shape: tuple[int, ...] = (1, 8)) -
     model.ir_version = 8
     entry = model.metadata_props.add()
     entry.key, entry.value = "latbench.workload", "empty"
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(p))
-    return p
+    return model
 
 
 def empty_model_path() -> Path:
@@ -145,10 +148,7 @@ def empty_model_path() -> Path:
 
     p = default_cache_dir() / "empty-identity-1x8.onnx"
     if not p.exists():
-        fd, tmp = tempfile.mkstemp(prefix=".empty.", suffix=".onnx", dir=_mkdir(p.parent))
-        os.close(fd)
-        empty_model(tmp)
-        os.replace(tmp, p)
+        empty_model(p)
     return p
 
 
@@ -283,6 +283,8 @@ def quantize_int8(
     del probe
     reader = CalibrationReader(inputs, samples=samples, data=data)
     qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+    # quantize_static reads and writes files of its own (pre-processed model, calibration data): they live in a
+    # private staging folder; only the final model reaches the cache, written atomically
     with tempfile.TemporaryDirectory(prefix="latbench-q-") as tmpdir:
         pre = Path(tmpdir) / "pre.onnx"
         quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
@@ -307,12 +309,7 @@ def quantize_int8(
         for k, v in {"latbench.precision": "int8-qdq", "latbench.calibration": reader.source}.items():
             e = model.metadata_props.add()
             e.key, e.value = k, v
-        tmp = Path(tmpdir) / "final.onnx"
-        onnx.save(model, str(tmp))
-        fd, staged = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=cache)
-        os.close(fd)
-        Path(staged).write_bytes(tmp.read_bytes())
-        os.replace(staged, target)
+        paths.atomic_write_bytes(target, model.SerializeToString())
     return target, reader.source
 
 

@@ -289,6 +289,12 @@ class Calibration:
         unknown = set(feats) - set(FEATURES)
         if unknown or len(coef) != len(feats):
             raise LatbenchError(f"malformed calibration: features {sorted(unknown)} / {len(coef)} coefficients")
+        for f, c in zip(feats, coef, strict=True):
+            if not np.isfinite(c) or (f not in SIGNED_FEATURES and (c < 0 or (f == "t" and c == 0))):
+                raise LatbenchError(
+                    f"calibration coefficient of {f} is {c}: not finite, or a negative (or zero) time scale that "
+                    "would give negative latencies; calibrate again"
+                )
         return cls(
             model=str(d.get("model", "?")),
             features=feats,

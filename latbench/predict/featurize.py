@@ -152,12 +152,19 @@ class Featurizer:
     def from_dict(cls, d: dict[str, object]) -> Featurizer:
         from latbench.errors import LatbenchError
 
+        if not isinstance(d, dict):
+            raise LatbenchError("predictor features are not an object")
         if d.get("schema") not in READABLE_SCHEMAS:
             raise LatbenchError(
                 f"feature schema {d.get('schema')!r} is not supported "
                 f"(this latbench reads {', '.join(READABLE_SCHEMAS)})"
             )
-        names = [str(n) for n in d.get("names", [])]  # type: ignore[attr-defined]
+        raw = d.get("names")
+        if not isinstance(raw, list) or not all(isinstance(n, str) for n in raw) or len(set(raw)) != len(raw):
+            raise LatbenchError("predictor feature names are not a list of distinct names; retrain the predictor")
+        if not isinstance(d.get("log", True), bool):
+            raise LatbenchError("predictor feature flag 'log' is not true/false")
+        names = list(raw)
         unknown = [n for n in names if n not in FEATURES]
         if not names or unknown:
             raise LatbenchError(

@@ -26,6 +26,7 @@ import numpy as np
 from latbench import paths
 from latbench.device import DeviceFingerprint, DeviceProfile, library_versions, now_iso
 from latbench.errors import LatbenchError
+from latbench.ops import json_error_text, strict_json_loads
 from latbench.predict.base import E2ECalibration, LatencyModel
 from latbench.table import LatencyTable
 
@@ -159,11 +160,11 @@ def read_predictor_doc(path: str | Path) -> tuple[dict[str, Any], Path]:
     """The validated JSON document of a predictor file (schema and required fields checked)."""
     found = _resolve(path)
     try:
-        doc = json.loads(found.read_text())
-    except json.JSONDecodeError as exc:
-        raise PredictorError(f"{found}: corrupt predictor file (invalid JSON at line {exc.lineno})") from None
-    except UnicodeDecodeError:
-        raise PredictorError(f"{found}: corrupt predictor file (not text)") from None
+        doc = strict_json_loads(found.read_bytes())
+    except ValueError as exc:
+        raise PredictorError(f"{found}: corrupt predictor file ({json_error_text(exc)})") from None
+    except OSError as exc:
+        raise PredictorError(f"cannot read predictor {found}: {exc.strerror or exc}") from None
     if not isinstance(doc, dict) or "schema" not in doc:
         raise PredictorError(f"{found}: not a latbench predictor (no schema field)")
     if doc["schema"] != SCHEMA:
@@ -173,11 +174,33 @@ def read_predictor_doc(path: str | Path) -> tuple[dict[str, Any], Path]:
     missing = [k for k in REQUIRED if k not in doc]
     if missing:
         raise PredictorError(f"{found}: predictor lacks field(s) {', '.join(missing)}; retrain it")
-    if not isinstance(doc["fingerprint"], dict) or not doc["fingerprint"].get("id"):
+    if not isinstance(doc["fingerprint"], dict) or not isinstance(doc["fingerprint"].get("id"), str):
         raise PredictorError(f"{found}: predictor fingerprint has no id")
-    if not isinstance(doc["state"], dict) or not isinstance(doc["calibration"], dict):
-        raise PredictorError(f"{found}: predictor state/calibration is not an object")
+    objects = ("device", "versions", "training", "calibration", "metrics", "state")
+    bad = [k for k in objects if not isinstance(doc[k], dict)]
+    bad += [k for k in ("space_params",) if doc.get(k) is not None and not isinstance(doc[k], dict)]
+    bad += [k for k in ("model", "kind") if not isinstance(doc[k], str)]
+    bad += [k for k in ("space",) if doc.get(k) is not None and not isinstance(doc[k], str)]
+    if not isinstance(doc["features"], list):
+        bad.append("features")
+    if bad:
+        raise PredictorError(f"{found}: predictor field(s) {', '.join(bad)} have the wrong type; retrain it")
     return doc, found
+
+
+def read_glue(cal: dict[str, Any], found: Path) -> E2ECalibration:
+    """The whole-network glue of a predictor: ``scale`` a finite number > 0, ``offset_ms`` a finite number >= 0
+    (what :func:`latbench.predict.glue.fit_glue` can produce); anything else would scale every prediction wrong."""
+    scale, offset = cal.get("scale", 1.0), cal.get("offset_ms", 0.0)
+    for name, v in (("scale", scale), ("offset_ms", offset)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+            raise PredictorError(f"{found}: predictor calibration {name} {str(v)[:40]} is not a finite number")
+    if scale <= 0 or offset < 0:
+        raise PredictorError(
+            f"{found}: predictor calibration (scale {scale}, offset {offset} ms) would give wrong or negative "
+            "latencies: the scale must be > 0 and the offset >= 0"
+        )
+    return E2ECalibration(float(scale), float(offset))
 
 
 def check_device(doc: dict[str, Any], found: Path, device: Any = None, *, force: bool = False) -> None:
@@ -210,11 +233,7 @@ def load_predictor(path: str | Path, *, force: bool = False, device: Any = None)
     """
     doc, found = read_predictor_doc(path)
     check_device(doc, found, device, force=force)
-    cal = doc["calibration"]
-    try:
-        calibration = E2ECalibration(float(cal.get("scale", 1.0)), float(cal.get("offset_ms", 0.0)))
-    except (TypeError, ValueError):
-        raise PredictorError(f"{found}: predictor calibration is malformed") from None
+    calibration = read_glue(doc["calibration"], found)
     kind, state, fp = doc["kind"], doc["state"], doc["fingerprint"]
     try:
         model = _build(kind, doc, state, calibration, fp, found)
@@ -222,8 +241,10 @@ def load_predictor(path: str | Path, *, force: bool = False, device: Any = None)
         if isinstance(exc, PredictorError):
             raise
         raise PredictorError(f"{found}: {exc}") from None
-    except (KeyError, TypeError, ValueError) as exc:
-        raise PredictorError(f"{found}: malformed predictor state ({type(exc).__name__}: {exc})") from None
+    except KeyError as exc:
+        raise PredictorError(f"{found}: malformed predictor state (no {str(exc)[:60]})") from None
+    except (TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise PredictorError(f"{found}: malformed predictor state ({type(exc).__name__}: {str(exc)[:200]})") from None
     model.meta = {k: v for k, v in doc.items() if k != "state"}
     model.meta["path"] = str(found)
     return model

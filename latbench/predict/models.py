@@ -193,8 +193,9 @@ class OpRegressionModel(_CompiledCache, OpSumModel):
                 groups.setdefault(self.types_[o.type], []).append(i)
         for g, idx in groups.items():
             X = self.featurizer.transform([ops[i] for i in idx])
-            out[idx] = np.exp(self._regressor_for(g).predict(X))
-        return out
+            with np.errstate(over="ignore", invalid="ignore"):
+                out[idx] = np.exp(self._regressor_for(g).predict(X))
+        return _check_predictions(self.name, ops, out)
 
     # ------------------------------------------------------------------- state
     def saveable(self) -> bool:
@@ -230,13 +231,16 @@ class OpRegressionModel(_CompiledCache, OpSumModel):
             None,
             name=name,
             featurizer=Featurizer.from_dict(state["features"]),
-            min_rows_per_type=int(state.get("min_rows_per_type", 12)),
+            min_rows_per_type=_min_rows(state, 12),
             calibration=calibration,
             fingerprint=fingerprint,
         )
-        m.types_ = dict(state["types"])
-        m.rows_per_type_ = dict(state.get("rows_per_type", {}))
-        m.frozen_ = {g: frozen_from_dict(d) for g, d in state["regressors"].items()}
+        m.types_ = _types_of(state)
+        m.rows_per_type_ = dict(state.get("rows_per_type") or {})
+        if not isinstance(state["regressors"], dict):
+            raise LatbenchError("predictor state 'regressors' is not an object")
+        n_features = len(m.featurizer.names)
+        m.frozen_ = {g: frozen_from_dict(d, n_features) for g, d in state["regressors"].items()}
         m.estimators_ = {}
         missing = sorted(set(m.types_.values()) - set(m.frozen_))
         if missing:
@@ -246,6 +250,38 @@ class OpRegressionModel(_CompiledCache, OpSumModel):
 
 def _json_scalar(v: Any) -> bool:
     return v is None or isinstance(v, (bool, int, float, str))
+
+
+def _min_rows(state: dict[str, Any], default: int) -> int:
+    v = state.get("min_rows_per_type", default)
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise LatbenchError(f"predictor state min_rows_per_type {str(v)[:20]} is not an integer >= 1")
+    return v
+
+
+def _types_of(state: dict[str, Any]) -> dict[str, str]:
+    """The saved op type -> regressor group map, checked: known op types, text group names."""
+    from latbench.ops import OP_TYPES
+
+    types = state["types"]
+    if not isinstance(types, dict) or not types:
+        raise LatbenchError("predictor state 'types' is not a non-empty object")
+    for t, g in types.items():
+        if t not in OP_TYPES or not isinstance(g, str):
+            raise LatbenchError(f"predictor state maps op type {t[:40]!r} to {str(g)[:40]!r}; not a latbench op type")
+    return dict(types)
+
+
+def _check_predictions(name: str, ops: list[OpSpec], out: np.ndarray) -> np.ndarray:
+    """Refuse a prediction that is not a latency (NaN, infinite or negative): never a silently wrong number."""
+    bad = np.flatnonzero(~np.isfinite(out) | (out < 0))
+    if len(bad):
+        i = int(bad[0])
+        raise LatbenchError(
+            f"model {name!r} predicts {out[i]!r} ms for op {ops[i].key} (and {len(bad) - 1} more): not a latency; "
+            "the predictor is broken, retrain it"
+        )
+    return out
 
 
 class FlopsLinearModel(_CompiledCache, OpSumModel):
@@ -304,7 +340,7 @@ class FlopsLinearModel(_CompiledCache, OpSumModel):
             if o.type != "zero":
                 a, b = self.lines_[self.types_[o.type]]
                 out[i] = a * o.flops / 1e9 + b
-        return out
+        return _check_predictions(self.name, ops, out)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -320,11 +356,18 @@ class FlopsLinearModel(_CompiledCache, OpSumModel):
         cls, name: str, state: dict[str, Any], calibration: E2ECalibration, fingerprint: dict[str, Any]
     ) -> FlopsLinearModel:
         del name
-        m = cls(
-            min_rows_per_type=int(state.get("min_rows_per_type", 4)), calibration=calibration, fingerprint=fingerprint
-        )
-        m.types_ = dict(state["types"])
-        m.lines_ = {t: (float(v["ms_per_gflop"]), float(v["intercept_ms"])) for t, v in state["lines"].items()}
+        m = cls(min_rows_per_type=_min_rows(state, 4), calibration=calibration, fingerprint=fingerprint)
+        m.types_ = _types_of(state)
+        if not isinstance(state["lines"], dict):
+            raise LatbenchError("predictor state 'lines' is not an object")
+        m.lines_ = {}
+        for t, v in state["lines"].items():
+            a, b = v["ms_per_gflop"], v["intercept_ms"]
+            if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) for x in (a, b)):
+                raise LatbenchError(f"predictor line of {t[:40]!r} is not two finite numbers")
+            if b < 0:
+                raise LatbenchError(f"predictor line of {t[:40]!r} has a negative intercept {b} ms")
+            m.lines_[t] = (float(a), float(b))
         missing = sorted(set(m.types_.values()) - set(m.lines_))
         if missing:
             raise LatbenchError(f"predictor state has no line for op group(s) {', '.join(missing)}")
@@ -411,6 +454,8 @@ def cross_val_predict_ops(
         test = np.flatnonzero(fold_of == f)
         train = np.flatnonzero(fold_of != f)
         if len(test) == 0:
+            continue
+        if len(train) == 0:
             continue
         train_types = {ops[i].type for i in train}
         model = make_model(name, seed=seed, regressor=regressor).fit([ops[i] for i in train], ms[train])

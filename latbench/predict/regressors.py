@@ -54,8 +54,11 @@ class FrozenLinear:
         return {"kind": self.kind, "coef": self.coef.tolist(), "intercept": self.intercept}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> FrozenLinear:
-        return cls(np.array(d["coef"], dtype=np.float64), float(d["intercept"]))
+    def from_dict(cls, d: dict[str, Any], n_features: int | None = None) -> FrozenLinear:
+        coef = _numbers(d["coef"], "coef")
+        if n_features is not None and len(coef) != n_features:
+            raise ValueError(f"{len(coef)} coefficients for {n_features} features")
+        return cls(coef, _number(d["intercept"], "intercept"))
 
 
 class FrozenTrees:
@@ -131,18 +134,25 @@ class FrozenTrees:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> FrozenTrees:
-        trees = [
-            {
-                "left": np.array(t["left"], dtype=np.int64),
-                "right": np.array(t["right"], dtype=np.int64),
-                "feature": np.array(t["feature"], dtype=np.int64),
-                "threshold": np.array(t["threshold"], dtype=np.float64),
-                "value": np.array(t["value"], dtype=np.float64),
+    def from_dict(cls, d: dict[str, Any], n_features: int | None = None) -> FrozenTrees:
+        if not isinstance(d["trees"], list) or not d["trees"]:
+            raise ValueError("no trees")
+        trees = []
+        for i, t in enumerate(d["trees"]):
+            if not isinstance(t, dict):
+                raise ValueError(f"tree {i} is not an object")
+            tree = {
+                "left": _ints(t["left"], "left"),
+                "right": _ints(t["right"], "right"),
+                "feature": _ints(t["feature"], "feature"),
+                "threshold": _numbers(t["threshold"], "threshold"),
+                "value": _numbers(t["value"], "value"),
             }
-            for t in d["trees"]
-        ]
-        return cls(trees, d["combine"], d["init"], d["scale"])
+            check_tree(tree["left"], tree["right"], tree["feature"], n_features, f"tree {i}")
+            if len(tree["threshold"]) != len(tree["left"]) or len(tree["value"]) != len(tree["left"]):
+                raise ValueError(f"tree {i}: arrays of different lengths")
+            trees.append(tree)
+        return cls(trees, str(d["combine"]), _number(d["init"], "init"), _number(d["scale"], "scale"))
 
 
 class FrozenXGBoost:
@@ -150,13 +160,20 @@ class FrozenXGBoost:
 
     kind = "xgboost"
 
-    def __init__(self, model_json: dict[str, Any]) -> None:
+    def __init__(self, model_json: dict[str, Any], n_features: int | None = None) -> None:
         import xgboost as xgb
 
+        check_xgboost_json(model_json, n_features)
         self.model_json = model_json
         self.booster = xgb.Booster()
-        self.booster.load_model(bytearray(json.dumps(model_json).encode()))
+        try:
+            self.booster.load_model(bytearray(json.dumps(model_json).encode()))
+        except Exception as exc:  # xgboost raises XGBoostError with the native stack trace in its text
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"xgboost cannot read the model ({first[:200]})") from None
         self.booster.set_param({"nthread": 1})
+        if n_features is not None and self.booster.num_features() != n_features:
+            raise ValueError(f"xgboost model takes {self.booster.num_features()} features, not {n_features}")
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float32)
@@ -168,8 +185,10 @@ class FrozenXGBoost:
         return {"kind": self.kind, "format": "xgboost-json", "model": self.model_json}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> FrozenXGBoost:
-        return cls(d["model"])
+    def from_dict(cls, d: dict[str, Any], n_features: int | None = None) -> FrozenXGBoost:
+        if d.get("format", "xgboost-json") != "xgboost-json" or not isinstance(d["model"], dict):
+            raise ValueError("not an xgboost JSON model")
+        return cls(d["model"], n_features)
 
 
 def _sk_tree(tree: Any) -> dict[str, np.ndarray]:
@@ -233,12 +252,90 @@ def freeze(est: Any) -> FrozenRegressor | None:
     return None
 
 
-def frozen_from_dict(d: dict[str, Any]) -> FrozenRegressor:
+def frozen_from_dict(d: dict[str, Any], n_features: int | None = None) -> FrozenRegressor:
+    """A frozen regressor from its JSON, every array checked (``n_features``: the columns it must take), so a
+    tampered file is refused in one line instead of predicting nonsense or walking a cyclic tree forever."""
+    if not isinstance(d, dict):
+        raise LatbenchError("a regressor in the predictor is not an object")
     kinds: dict[str, Any] = {"linear": FrozenLinear, "trees": FrozenTrees, "xgboost": FrozenXGBoost}
-    cls = kinds.get(d.get("kind", ""))
+    kind = d.get("kind")
+    cls = kinds.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise LatbenchError(f"unknown regressor kind {d.get('kind')!r} in predictor (known: {', '.join(kinds)})")
+        raise LatbenchError(f"unknown regressor kind {str(kind)[:40]!r} in predictor (known: {', '.join(kinds)})")
     try:
-        return cls.from_dict(d)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise LatbenchError(f"malformed {d.get('kind')} regressor in predictor ({type(exc).__name__}: {exc})") from None
+        return cls.from_dict(d, n_features)
+    except KeyError as exc:
+        raise LatbenchError(f"malformed {kind} regressor in predictor (no {exc})") from None
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise LatbenchError(f"malformed {kind} regressor in predictor ({str(exc)[:200]})") from None
+
+
+# ----------------------------------------------------------------------------- validation of frozen JSON
+def _number(v: Any, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+        raise ValueError(f"{what} {str(v)[:40]} is not a finite number")
+    return float(v)
+
+
+def _numbers(v: Any, what: str) -> np.ndarray:
+    if not isinstance(v, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+        raise ValueError(f"{what} is not a list of numbers")
+    arr = np.array(v, dtype=np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{what} holds a value that is not finite")
+    return arr
+
+
+def _ints(v: Any, what: str) -> np.ndarray:
+    if not isinstance(v, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+        raise ValueError(f"{what} is not a list of integers")
+    if any(abs(x) > 1 << 31 for x in v):
+        raise ValueError(f"{what} holds an index out of range")
+    return np.array(v, dtype=np.int64)
+
+
+def check_tree(left: np.ndarray, right: np.ndarray, feature: np.ndarray, n_features: int | None, what: str) -> None:
+    """A binary tree in array form: node 0 the root, a leaf has both children ``-1``, an inner node has both
+    children in range and after itself (so every walk ends), and splits on a feature that exists."""
+    n = len(left)
+    if n == 0 or len(right) != n or len(feature) != n:
+        raise ValueError(f"{what}: empty, or arrays of different lengths")
+    idx = np.arange(n)
+    leaf = left == -1
+    if np.any(leaf != (right == -1)):
+        raise ValueError(f"{what}: a node with one child")
+    inner = ~leaf
+    for child in (left, right):
+        if np.any(inner & ((child <= idx) | (child >= n))):
+            raise ValueError(f"{what}: a child index out of range or not after its parent (a cycle)")
+    if n_features is not None and np.any(inner & ((feature < 0) | (feature >= n_features))):
+        raise ValueError(f"{what}: splits on a feature index out of range (0..{n_features - 1})")
+
+
+def check_xgboost_json(model: dict[str, Any], n_features: int | None) -> None:
+    """The trees of an xgboost JSON model checked like :func:`check_tree` before xgboost reads them
+    (xgboost itself loads a tree with a cycle and then predicts forever)."""
+    try:
+        learner = model["learner"]
+        booster = learner["gradient_booster"]
+        if booster.get("name") != "gbtree":
+            raise ValueError(f"booster {str(booster.get('name'))[:20]!r} is not gbtree")
+        trees = booster["model"]["trees"]
+        declared = int(learner["learner_model_param"]["num_feature"])
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"not an xgboost gbtree JSON model (no {exc})") from None
+    if n_features is not None and declared != n_features:
+        raise ValueError(f"xgboost model takes {declared} features, not {n_features}")
+    if not isinstance(trees, list) or not trees:
+        raise ValueError("xgboost model has no trees")
+    for i, t in enumerate(trees):
+        if not isinstance(t, dict):
+            raise ValueError(f"xgboost tree {i} is not an object")
+        left, right = _ints(t.get("left_children"), "left_children"), _ints(t.get("right_children"), "right_children")
+        feature = _ints(t.get("split_indices"), "split_indices")
+        check_tree(left, right, feature, declared, f"xgboost tree {i}")
+        for name in ("split_conditions", "base_weights"):
+            if len(_numbers(t.get(name), name)) != len(left):
+                raise ValueError(f"xgboost tree {i}: {name} has the wrong length")
+        if t.get("categories_nodes"):
+            raise ValueError(f"xgboost tree {i} has categorical splits (latbench never trains them)")

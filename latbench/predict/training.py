@@ -10,10 +10,12 @@ measured networks comes from ``latbench predictor eval``.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from latbench import paths
 from latbench.device import library_versions, now_iso
 from latbench.errors import LatbenchError
 from latbench.predict.glue import fit_glue_on, load_measurements, measure_and_fit_glue
@@ -63,6 +65,7 @@ def train_predictor(
     cv_folds: int = 5,
     progress: bool = True,
     calib_from: str | None = None,
+    out: str | Path | None = None,
 ) -> Any:
     """Fit ``model_name`` on ``tables``, score it out of sample, calibrate on ``calib_archs`` measured networks.
 
@@ -74,8 +77,19 @@ def train_predictor(
     """
     if not tables:
         raise LatbenchError("give at least one --table")
-    model = fit_model(model_name, tables, seed=seed, regressor=regressor)
+    if out is not None:  # the destination first: a read-only folder is one line now, not after the training
+        paths.check_writable_target(out)
+        paths.ensure_writable_dir(Path(out).parent)
     ops, ms = table_rows(tables)
+    names = ", ".join(str(t.path or t.name) for t in tables)
+    if not ops:
+        raise LatbenchError(f"no training rows: table {names} is empty")
+    if len(ops) < 2 and not (model_name == "lut" and regressor is None):
+        raise LatbenchError(
+            f"only {len(ops)} training row in {names}: model {model_name!r} needs at least 2 (its out-of-sample "
+            "metrics hold rows out); measure more ops, or use --model lut"
+        )
+    model = fit_model(model_name, tables, seed=seed, regressor=regressor)
     space = space_of_tables(tables)
     metrics: dict[str, Any] = {}
     if model_name == "lut" and regressor is None:

@@ -11,6 +11,8 @@ second are done.
 
 from __future__ import annotations
 
+import math
+import numbers
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cached_property
@@ -22,6 +24,45 @@ from latbench.errors import ArchError
 from latbench.ops import OpSpec
 
 Arch = dict[str, Any]
+
+
+def int_param(space: str, name: str, value: Any, lo: int, hi: int) -> int:
+    """A space parameter that must be a whole number in ``lo..hi`` (``224.0`` is taken as 224, ``224.5``,
+    ``"224"`` or ``true`` are refused)."""
+    ok = isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not ok:
+        raise ArchError(f"{space} {name} must be a whole number, got {value!r}")
+    if not lo <= int(value) <= hi:
+        raise ArchError(f"{space} {name} must be {lo}..{hi}, got {value}")
+    return int(value)
+
+
+def float_param(space: str, name: str, value: Any, lo: float, hi: float) -> float:
+    """A space parameter that must be a finite number in ``lo..hi``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        raise ArchError(f"{space} {name} must be a number, got {value!r}")
+    if not lo <= float(value) <= hi:
+        raise ArchError(f"{space} {name} must be {lo:g}..{hi:g}, got {value}")
+    return float(value)
+
+
+def match_option(value: Any, options: tuple[Any, ...]) -> Any:
+    """The option ``value`` names, or ``None``: equal *and* of a matching kind (``true`` is not the option ``1``,
+    the integer ``1`` is the option ``1.0``), so an arch JSON cannot pick an option by accident."""
+    for opt in options:
+        if isinstance(opt, bool) or isinstance(value, bool):
+            if isinstance(opt, bool) and isinstance(value, bool) and opt == value:
+                return opt
+            continue
+        if isinstance(opt, str):
+            if isinstance(value, str) and value == opt:
+                return opt
+            continue
+        if isinstance(opt, numbers.Real) and isinstance(value, numbers.Real) and value == opt:
+            if isinstance(opt, numbers.Integral) and not float(value).is_integer():
+                continue
+            return opt
+    return None
 
 
 @dataclass(frozen=True)
@@ -94,25 +135,29 @@ class SearchSpace(ABC):
             raise ArchError(f"an arch must be a JSON object, got {type(arch).__name__}")
         space = arch.get("space", self.name)
         if space != self.name:
-            raise ArchError(f"arch belongs to space {space!r}, not {self.name!r}")
+            raise ArchError(f"arch belongs to space {_short(space)}, not {self.name!r}")
         for key, value in self.params.items():
-            if key in arch and arch[key] != value:
-                raise ArchError(f"arch has {key}={arch[key]!r} but the space has {key}={value!r}")
+            if key in arch and (arch[key] != value or isinstance(arch[key], bool) != isinstance(value, bool)):
+                raise ArchError(f"arch has {key}={_short(arch[key])} but the space has {key}={value!r}")
         choices = arch.get("choices")
         if not isinstance(choices, dict):
             raise ArchError("arch JSON needs a 'choices' object mapping each decision to an option")
         names = [d.name for d in self.decisions]
         unknown = sorted(set(choices) - set(names))
+        unknown = [u if len(u) <= 40 else u[:37] + "..." for u in unknown]
         if unknown:
             raise ArchError(f"arch has unknown decisions: {', '.join(unknown[:5])}")
         missing = [n for n in names if n not in choices]
         if missing:
             raise ArchError(f"arch is missing decisions: {', '.join(missing[:5])}")
+        picked = {}
         for d in self.decisions:
-            if choices[d.name] not in d.options:
+            opt = match_option(choices[d.name], d.options)
+            if opt is None:
                 opts = ", ".join(map(str, d.options))
-                raise ArchError(f"illegal choice {choices[d.name]!r} for {d.name} (options: {opts})")
-        return {"space": self.name, **self.params, "choices": {n: choices[n] for n in names}}
+                raise ArchError(f"illegal choice {_short(choices[d.name])} for {d.name} (options: {opts})")
+            picked[d.name] = opt
+        return {"space": self.name, **self.params, "choices": picked}
 
     def to_indices(self, arch: Arch) -> np.ndarray:
         arch = self.validate(arch)
@@ -213,3 +258,9 @@ class SearchSpace(ABC):
             "params": sum(o.params for o in ops),
             "peak_memory_bytes": max(o.peak_activation_bytes for o in ops) + sum(o.weight_bytes for o in ops),
         }
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr`` of a value from a file, cut to one short line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

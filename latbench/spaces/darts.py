@@ -3,7 +3,12 @@
 A network is a stem conv (3 -> C), one DARTS cell of four intermediate nodes
 (14 edges, each one of the eight DARTS ops, ``none`` included) on a
 ``C x hw x hw`` input, and a classifier on the concatenated node outputs.
-With ``reduction=True`` the edges leaving the cell inputs have stride 2.
+
+With ``reduction=True`` the cell is a DARTS reduction cell: the edges leaving
+the two cell inputs run at the input resolution with stride 2, and every node
+works at half that resolution, so the edges leaving an intermediate node run
+with stride 1 on the half-size maps (as in DARTS, where only the edges from
+the cell inputs reduce). Each edge's op is keyed at the size it really runs on.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Any
 
 from latbench.errors import ArchError
 from latbench.ops import OpSpec, conv_out
-from latbench.spaces.base import Arch, Decision, SearchSpace
+from latbench.spaces.base import Arch, Decision, SearchSpace, int_param
 
 DARTS_OPS = (
     "none",
@@ -49,25 +54,37 @@ class DartsCell(SearchSpace):
     def __init__(
         self, channels: int = 16, resolution: int = 32, reduction: bool = False, num_classes: int = 10
     ) -> None:
-        if int(channels) < 2 or int(resolution) < 4:
-            raise ArchError(f"darts needs channels >= 2 and resolution >= 4, got {channels}, {resolution}")
+        if not isinstance(reduction, bool):
+            raise ArchError(f"darts reduction must be true or false, got {reduction!r}")
         super().__init__(
-            channels=int(channels), resolution=int(resolution), reduction=bool(reduction), num_classes=int(num_classes)
+            channels=int_param(self.name, "channels", channels, 2, 4096),
+            resolution=int_param(self.name, "resolution", resolution, 4, 4096),
+            reduction=reduction,
+            num_classes=int_param(self.name, "num_classes", num_classes, 1, 100_000),
         )
 
     @cached_property
     def decisions(self) -> list[Decision]:  # type: ignore[override]
         return [Decision(f"n{node}_i{inp}", DARTS_OPS) for node, inp in DARTS_EDGES]
 
+    @property
+    def node_resolution(self) -> int:
+        """Side of the maps the intermediate nodes hold: the input's, halved in a reduction cell."""
+        r = self.params["resolution"]
+        return conv_out(r, 1, 2) if self.params["reduction"] else r
+
     def _edge_op(self, e: int, name: str) -> OpSpec:
         c, r = self.params["channels"], self.params["resolution"]
         _, inp = DARTS_EDGES[e]
-        stride = 2 if self.params["reduction"] and inp < 2 else 1
-        return darts_op(name, r, c, stride)
+        if not self.params["reduction"]:
+            return darts_op(name, r, c, 1)
+        if inp < 2:  # from a cell input: reduces
+            return darts_op(name, r, c, 2)
+        return darts_op(name, self.node_resolution, c, 1)  # from an intermediate node: already half size
 
     def _fixed(self) -> tuple[OpSpec, OpSpec]:
         c, r = self.params["channels"], self.params["resolution"]
-        hw = conv_out(r, 1, 2) if self.params["reduction"] else r
+        hw = self.node_resolution
         stem = OpSpec("conv", r, 3, c, kernel=3, act="none")
         head = OpSpec("classifier", hw, 4 * c, self.params["num_classes"], act="none")
         return stem, head

@@ -14,7 +14,7 @@ import numpy as np
 
 from latbench.errors import ArchError
 from latbench.ops import OpSpec, conv_out, make_divisible
-from latbench.spaces.base import Arch, Decision, SearchSpace
+from latbench.spaces.base import Arch, Decision, SearchSpace, float_param, int_param
 
 
 class ChainSpace(SearchSpace):
@@ -51,11 +51,11 @@ class ProxylessMobile(ChainSpace):
     STRIDES = (2, 2, 2, 1, 2, 1)
 
     def __init__(self, resolution: int = 224, width: float = 1.0, num_classes: int = 1000) -> None:
-        if not 32 <= int(resolution) <= 1024:
-            raise ArchError(f"resolution must be 32..1024, got {resolution}")
-        if not 0.1 <= float(width) <= 4:
-            raise ArchError(f"width multiplier must be 0.1..4, got {width}")
-        super().__init__(resolution=int(resolution), width=float(width), num_classes=int(num_classes))
+        super().__init__(
+            resolution=int_param(self.name, "resolution", resolution, 32, 1024),
+            width=float_param(self.name, "width multiplier", width, 0.1, 4.0),
+            num_classes=int_param(self.name, "num_classes", num_classes, 1, 100_000),
+        )
 
     @cached_property
     def _layout(self) -> dict[str, Any]:
@@ -148,12 +148,20 @@ class OFAMobileNetV3(ChainSpace):
     RESOLUTIONS = tuple(range(128, 225, 4))
 
     def __init__(self, resolution: int | None = 224, width: float = 1.2, num_classes: int = 1000) -> None:
-        if resolution is not None and int(resolution) not in self.RESOLUTIONS:
-            raise ArchError(f"ofa-mbv3 resolution must be 128..224 step 4 (or None to search it), got {resolution}")
-        if float(width) not in (1.0, 1.2):
+        res = (
+            None
+            if resolution is None
+            else int_param(self.name, "resolution", resolution, min(self.RESOLUTIONS), max(self.RESOLUTIONS))
+        )
+        if res is not None and res not in self.RESOLUTIONS:
+            lo, hi = min(self.RESOLUTIONS), max(self.RESOLUTIONS)
+            raise ArchError(f"ofa-mbv3 resolution must be {lo}..{hi} step 4 (or None to search it), got {resolution}")
+        w = float_param(self.name, "width", width, 1.0, 1.2)
+        if w not in (1.0, 1.2):
             raise ArchError(f"ofa-mbv3 width must be 1.0 or 1.2, got {width}")
-        res = None if resolution is None else int(resolution)
-        super().__init__(resolution=res, width=float(width), num_classes=int(num_classes))
+        super().__init__(
+            resolution=res, width=w, num_classes=int_param(self.name, "num_classes", num_classes, 1, 100_000)
+        )
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
