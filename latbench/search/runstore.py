@@ -238,7 +238,19 @@ def source_record(source: Any) -> dict[str, Any]:
     if table is not None:
         rec["table"] = str(Path(table.path).resolve()) if table.path else None
         rec["table_hash"] = table.content_hash()
+    rec["vector_hash"] = vector_hash(source.compiled)
     return rec
+
+
+def vector_hash(compiled: Any) -> str:
+    """A short hash of a compiled latency source's numbers: a resumed run must count latency the same way."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha256(np.round(np.asarray(compiled.vector, dtype=np.float64), 9).tobytes())
+    h.update(json.dumps(compiled.calibration.to_dict(), sort_keys=True).encode())
+    return h.hexdigest()[:16]
 
 
 def device_fingerprint(source: Any) -> dict[str, Any]:
@@ -349,7 +361,10 @@ def make_result(
 def over_budget_line(run_id: str, target_ms: float, measured_ms: float, what: str) -> str:
     """The stderr line when a measured network lands over its budget."""
     pct = 100.0 * (measured_ms / target_ms - 1.0)
-    return f"latbench: warning: run {run_id}: {what} measures {measured_ms:.3f} ms, OVER the {target_ms:g} ms budget by {pct:.1f}%"
+    return (
+        f"latbench: warning: run {run_id}: {what} measures {measured_ms:.3f} ms, "
+        f"OVER the {target_ms:g} ms budget by {pct:.1f}%"
+    )
 
 
 # ----------------------------------------------------------------------------- listing

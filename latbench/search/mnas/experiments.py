@@ -1,4 +1,4 @@
-"""Longer checks of the engine on real data: is the search better than chance, do strategies differ, does hard mode hold.
+"""Longer checks of the engine on real data: better than chance? do strategies differ? does hard mode hold?
 
 ``python -m latbench.search.mnas.experiments NAME --out DIR`` with NAME one of:
 

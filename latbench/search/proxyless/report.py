@@ -68,11 +68,10 @@ def plot_trajectory(
     bx.set_ylabel("multiplier")
     bx.set_xlabel("alpha step")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    tmp.replace(path)
+    paths.atomic_write_bytes(path, buf.getvalue())
     return path
 
 
