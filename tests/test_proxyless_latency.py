@@ -14,8 +14,8 @@ from latbench.predict.base import E2ECalibration, SpaceLatency
 from latbench.predict.lut import TableLatency
 from latbench.search.proxyless.derive import best_within_budget, derive
 from latbench.search.proxyless.latency import ExpectedLatency
-from latbench.search.target import parse_target
 from latbench.search.proxyless.losses import AddLoss, BudgetLoss, MulLogLoss, make_loss
+from latbench.search.target import parse_target
 from latbench.spaces import get_space
 from latbench.table import LatencyTable, import_published
 

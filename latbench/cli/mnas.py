@@ -85,7 +85,10 @@ def mnas(
         ),
     ] = True,
     runs_dir: Annotated[
-        Path | None, typer.Option(help="Folder of run folders. [default: runs/ under LATBENCH_HOME or the checkout]")
+        Path | None,
+        typer.Option(
+            "--runs-dir", "--out", help="Folder of run folders. [default: runs/ under LATBENCH_HOME or the checkout]"
+        ),
     ] = None,
     run_id: Annotated[str | None, typer.Option(help="Name of the run folder.")] = None,
     resume: Annotated[
