@@ -14,8 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from latbench.errors import LatbenchError
 from latbench.search.runstore import RunFolder, budget_verdict, within_with_margin
@@ -84,13 +82,19 @@ def test_target_refusals_are_one_line(bad):
     assert "\n" not in str(info.value) and "target" in str(info.value)
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.floats(min_value=1e-6, max_value=1e7, allow_nan=False, allow_infinity=False))
-def test_any_positive_finite_ms_round_trips_through_each_unit(ms):
-    assert parse_target(repr(ms)) == ms
-    assert parse_target(f"{ms!r}ms") == ms
-    assert parse_target(f"{ms / 1000.0!r}s") == pytest.approx(ms, rel=1e-12)
-    assert parse_target(f"{ms * 1000.0!r}us") == pytest.approx(ms, rel=1e-12)
+def test_any_positive_finite_ms_round_trips_through_each_unit():
+    hypothesis = pytest.importorskip("hypothesis")  # in the dev extra (see pyproject)
+    from hypothesis import strategies as st
+
+    @hypothesis.settings(max_examples=200, deadline=None)
+    @hypothesis.given(st.floats(min_value=1e-6, max_value=1e7, allow_nan=False, allow_infinity=False))
+    def round_trip(ms: float) -> None:
+        assert parse_target(repr(ms)) == ms
+        assert parse_target(f"{ms!r}ms") == ms
+        assert parse_target(f"{ms / 1000.0!r}s") == pytest.approx(ms, rel=1e-12)
+        assert parse_target(f"{ms * 1000.0!r}us") == pytest.approx(ms, rel=1e-12)
+
+    round_trip()
 
 
 def test_budget_verdict_has_no_slack():
@@ -253,7 +257,7 @@ def test_proxyless_resume_after_an_interrupted_epoch(home, tmp_path, tiny_npz, m
 @pytest.fixture(scope="module")
 def cpu_device(tmp_path_factory):
     """A torch-cpu profile of this machine, its proxyless-mobile table at 32 px and a predictor on it whose glue is
-    fitted to 0.85 x five networks measured here: it under-predicts, so a found arch near the budget measures
+    fitted to 0.65 x five networks measured here: it under-predicts, so a found arch near the budget measures
     over it on the real CPU while faster candidates measure within."""
     from latbench import paths
     from latbench.backends import get_backend
@@ -284,7 +288,7 @@ def cpu_device(tmp_path_factory):
         archs = [sp.from_indices(i) for i in sp.sample_indices(np.random.default_rng(0), 5)]
         ms, _ = measure_archs(b, archs, quick.with_(min_run_time_s=0.05), progress=False)
         model = TableLatency(table)
-        fit_glue_on(model, archs, 0.85 * np.array([m.median for m in ms]), with_offset=True)
+        fit_glue_on(model, archs, 0.65 * np.array([m.median for m in ms]), with_offset=True)
         pred = save_predictor(model, home / "under.json")
     return home, pred
 
@@ -295,7 +299,7 @@ def test_measured_over_budget_is_said_and_stepped_within_on_a_real_cpu(cpu_devic
     runs = tmp_path / "runs"
     args = ["search", "mnas", "--predictor", pred, "--device", "cpu-t", "--resolution", "32", "--width", "0.35"]
     args += ["--target", "60%"]
-    args += ["--reward", "hard", "--strategy", "random", "--trials", "12", "--top-k", "2", "--no-onnx"]
+    args += ["--reward", "hard", "--strategy", "scaling", "--trials", "8", "--top-k", "2", "--no-onnx"]
     args += ["--evaluator", "python:" + str(tmp_path / "ev.py") + ":acc", "--runs-dir", runs, "--json"]
     (tmp_path / "ev.py").write_text(EVALUATOR)
     monkeypatch.setenv("LB_MARKER", str(tmp_path / "marker"))

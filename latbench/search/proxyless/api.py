@@ -28,7 +28,7 @@ from latbench.search.proxyless.finish import finish
 from latbench.search.proxyless.latency import ExpectedLatency, same_decisions
 from latbench.search.proxyless.losses import LOSSES, LatencyLoss, make_loss
 from latbench.search.proxyless.supernet import MODES, space_layout
-from latbench.search.runstore import RunFolder, base_config, new_run_id, runs_root, source_record
+from latbench.search.runstore import RunFolder, base_config, check_run_id, new_run_id, runs_root, source_record
 from latbench.search.target import parse_target, parse_target_spec
 from latbench.spaces import Arch, SearchSpace, get_space
 from latbench.torch_ops import torch_threads
@@ -96,11 +96,6 @@ def training_space(deploy: SearchSpace, num_classes: int, resolution: int | None
     return space
 
 
-def find_run(run: str, runs_dir: str | Path | None = None) -> Path:
-    """The folder of a ProxylessNAS run by id under the runs folder."""
-    return RunFolder.open(run, runs_dir, engine="proxyless").dir
-
-
 def run(
     *,
     target: str | float | None = None,
@@ -154,6 +149,8 @@ def run(
         config = folder.read_config()
         plan = _resume_plan(folder, config)
     else:
+        if run_id is not None:
+            check_run_id(run_id)  # a bad name is refused before any data is loaded
         args = {k: v for k, v in locals().items() if k not in ("resume", "t_start")}
         plan = _new_plan(args)
         folder = RunFolder.prepare(runs_dir, run_id or _default_id(runs_dir, plan))
