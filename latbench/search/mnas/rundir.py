@@ -64,6 +64,11 @@ class RunWriter:
         if state.get("schema") != STATE_SCHEMA:
             raise LatbenchError(f"{state_path} is not a MnasNet checkpoint (schema {state.get('schema')!r})")
         csv_path = folder.history_path
+        if not csv_path.is_file() or csv_path.stat().st_size < int(state["history_bytes"]):
+            raise LatbenchError(
+                f"{csv_path} is shorter than its checkpoint says ({state['history_bytes']} bytes); "
+                "the run folder is damaged, start a new run"
+            )
         with open(csv_path, "r+b") as fh:  # cut a tail written after the checkpoint
             fh.truncate(int(state["history_bytes"]))
         history = History.from_csv(space, csv_path.read_text(), value_name)
