@@ -13,8 +13,9 @@ from latbench.errors import LatbenchError
 from latbench.predict.base import E2ECalibration, SpaceLatency
 from latbench.predict.lut import TableLatency
 from latbench.search.proxyless.derive import best_within_budget, derive
-from latbench.search.proxyless.latency import ExpectedLatency, parse_target
+from latbench.search.proxyless.latency import ExpectedLatency
 from latbench.search.proxyless.losses import AddLoss, BudgetLoss, MulLogLoss, make_loss
+from latbench.search.target import parse_target
 from latbench.spaces import get_space
 from latbench.table import LatencyTable, import_published
 
@@ -87,7 +88,7 @@ def test_targets_parse_and_out_of_range_ones_say_which_side_and_what_is_reachabl
         parse_target("12ms", (lo, hi))
     with pytest.raises(LatbenchError, match=r"above the largest arch .*191\.0\d\d ms.*reachable: 29\.6\d\d-191\.0"):
         parse_target("500", (lo, hi))
-    with pytest.raises(LatbenchError, match="bad --target"):
+    with pytest.raises(LatbenchError, match="bad latency target"):
         parse_target("fast", (lo, hi))
 
 

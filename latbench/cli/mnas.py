@@ -21,7 +21,9 @@ def register(app: typer.Typer) -> None:
 
 
 def mnas(
-    target: Annotated[str | None, typer.Option(help="Latency target T, e.g. 20ms (milliseconds by default).")] = None,
+    target: Annotated[
+        str | None, typer.Option(help="Latency target T: 20, 20ms, 0.02s, 20000us, or 50% of the space's range.")
+    ] = None,
     device: Annotated[
         str | None, typer.Option(help="Device: its table is the latency source; top-k archs are measured on it.")
     ] = None,
@@ -32,8 +34,12 @@ def mnas(
     width: Annotated[float | None, typer.Option(help="Width multiplier of the space.")] = None,
     strategy: Annotated[str, typer.Option(help="random, evolution, rl or scaling.")] = "evolution",
     evaluator: Annotated[
-        str, typer.Option(help="Accuracy source: zero-cost[:naswot|synflow|grad-norm], train, python:module:function.")
-    ] = "zero-cost",
+        str | None,
+        typer.Option(
+            help="Accuracy source: zero-cost[:naswot|synflow|grad-norm] (a proxy score), train, "
+            "python:module_or_file.py:function. [default: zero-cost]"
+        ),
+    ] = None,
     trials: Annotated[int | None, typer.Option(help="Candidates to evaluate (default 100).")] = None,
     generations: Annotated[
         int | None, typer.Option(help="Evolution only: trials = population x (generations + 1).")
@@ -70,41 +76,43 @@ def mnas(
     ] = False,
     top_k: Annotated[int, typer.Option(help="Best archs to report (and measure for real).")] = 3,
     measure: Annotated[bool, typer.Option(help="Measure the top-k archs on the device when it runs here.")] = True,
-    onnx: Annotated[bool, typer.Option(help="Write best.onnx.")] = True,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Folder of run folders (default ./runs).")] = None,
+    onnx: Annotated[bool, typer.Option(help="Write deployed.onnx.")] = True,
+    step_to_budget: Annotated[
+        bool,
+        typer.Option(
+            help="When the found arch measures over the budget, deploy the best measured candidate within it "
+            "(median + IQR <= target)."
+        ),
+    ] = True,
+    runs_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--runs-dir", "--out", help="Folder of run folders. [default: runs/ under LATBENCH_HOME or the checkout]"
+        ),
+    ] = None,
     run_id: Annotated[str | None, typer.Option(help="Name of the run folder.")] = None,
-    resume: Annotated[str | None, typer.Option(help="Run folder (or id under --out) to go on with.")] = None,
+    resume: Annotated[
+        str | None, typer.Option(help="Id of the run to go on with (settings are taken from it).")
+    ] = None,
+    trust_run: Annotated[
+        bool, typer.Option(help="On --resume, run the python: evaluator the run's config.json names.")
+    ] = False,
     cluster: Annotated[
         str | None, typer.Option(help="Ray cluster address (or 'auto'): trials run as Ray tasks on its workers.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Search archs maximising ACC * (LAT/T)^w on a device; writes runs/<run-id>/ (resumable)."""
+    """Search archs maximising ACC * (LAT/T)^w; writes <runs-dir>/<run-id>/ (resumable with --resume RUN_ID)."""
     from latbench.search.mnas.api import RunInterrupted, run
 
-    s_opts: dict[str, Any] = parse_settings(strategy_opt)
-    e_opts: dict[str, Any] = parse_settings(evaluator_opt)
-    if population is not None:
-        s_opts["population"] = population
-    if rl_algo is not None:
-        s_opts["algo"] = rl_algo
-    if base is not None:
-        try:
-            s_opts["base"] = json.loads(base.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise LatbenchError(f"cannot read base arch {base}: {exc}") from None
-    for key, value in (("data", data), ("epochs", epochs), ("max_seconds", trial_seconds)):
-        if value is not None:
-            e_opts[key] = value
+    if resume is not None and target is not None:
+        raise LatbenchError("--resume takes the target from the run; drop --target")
+    s_opts, e_opts = _options(
+        strategy_opt, evaluator_opt, population, rl_algo, base, data=data, epochs=epochs, max_seconds=trial_seconds
+    )
     farm = contextlib.ExitStack()  # --cluster: connected to Ray for the whole run
-    executor_factory = None
-    if cluster is not None:
-        from latbench.cli.common import console
-        from latbench.farm.search import cluster_executor
-
-        log = None if as_json else lambda m: console.print(f"farm: {m}", markup=False, soft_wrap=True)
-        executor_factory = farm.enter_context(cluster_executor(cluster, log=log, acc_predictor=acc_predictor))
     try:
+        executor_factory = _cluster(farm, cluster, acc_predictor, as_json)
         res = run(
             space=space,
             target=target,
@@ -131,50 +139,91 @@ def mnas(
             top_k=top_k,
             measure=measure,
             export_onnx=onnx,
-            out=out_dir,
+            step_to_budget=step_to_budget,
+            runs_dir=runs_dir,
             run_id=run_id,
             resume=resume,
+            trust_run=trust_run,
             progress=not as_json,
             executor_factory=executor_factory,
         )
     except RunInterrupted as exc:
         print(
-            f"latbench: interrupted after {exc.trials} trials; "
-            f"resume with: latbench search mnas --resume {exc.run_dir}",
+            f"latbench: interrupted after {exc.trials} trials; resume with: latbench search mnas --resume {exc.run_id}"
+            + (f" --runs-dir {runs_dir}" if runs_dir is not None else ""),
             file=sys.stderr,
         )
         raise SystemExit(130) from None
     finally:
         farm.close()
+    emit(as_json, {"run_dir": str(res.run_dir), **res.result}, lambda: _print_result(res))
 
-    target_ms = res.config["args"]["target_ms"]
-    data_out = {
-        "run_dir": str(res.run_dir),
-        "target_ms": target_ms,
-        "best": res.best or None,
-        "top_k": res.top,
-        "summary": res.summary,
-    }
 
-    def human() -> None:
-        out.print(f"run      {res.run_dir}")
-        b = res.best
-        if not b:
-            out.print("no trial succeeded; see history.csv")
-            return
-        choices = " ".join(f"{k}={v}" for k, v in b["arch"]["choices"].items())
-        out.print(f"best     trial {b['trial']}: {choices}")
-        out.print(f"accuracy {b['accuracy']:.4g} ({b['accuracy_source']})  reward {b['reward']:.4g}")
-        m = b.get("measured")
-        line = f"latency  predicted {b['predicted_ms']:.3f} ms"
-        if m:
-            line += f", measured {m['median_ms']:.3f} ms (IQR {m['iqr_ms']:.3f}, p90 {m['p90_ms']:.3f})"
-        lat = m["median_ms"] if m else b["predicted_ms"]
-        line += f"; budget {target_ms:g} ms: {'within' if lat <= target_ms else 'OVER'}"
-        out.print(line)
-        s = res.summary
+def _options(
+    strategy_opt: list[str] | None,
+    evaluator_opt: list[str] | None,
+    population: int | None,
+    rl_algo: str | None,
+    base: Path | None,
+    **evaluator_values: Any,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Strategy and evaluator options from their key=value lists and the named options."""
+    s_opts: dict[str, Any] = parse_settings(strategy_opt)
+    e_opts: dict[str, Any] = parse_settings(evaluator_opt)
+    if population is not None:
+        if population < 2:
+            raise LatbenchError(f"--population must be >= 2, got {population}")
+        s_opts["population"] = population
+    if rl_algo is not None:
+        s_opts["algo"] = rl_algo
+    if base is not None:
+        try:
+            s_opts["base"] = json.loads(base.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise LatbenchError(f"cannot read base arch {base}: {exc}") from None
+    for key, value in evaluator_values.items():
+        if value is not None:
+            e_opts[key] = value
+    return s_opts, e_opts
+
+
+def _cluster(farm: contextlib.ExitStack, cluster: str | None, acc_predictor: bool, as_json: bool) -> Any:
+    """The executor factory of ``--cluster`` (connected for the whole run), or None."""
+    if cluster is None:
+        return None
+    from latbench.cli.common import console
+    from latbench.farm.search import cluster_executor
+
+    log = None if as_json else lambda m: console.print(f"farm: {m}", markup=False, soft_wrap=True)
+    return farm.enter_context(cluster_executor(cluster, log=log, acc_predictor=acc_predictor))
+
+
+def _print_result(res: Any) -> None:
+    """The result for people: arch, accuracy or score, latency against the budget, where the files are."""
+    r = res.result
+    out.print(f"run      {res.run_dir}")
+    if not r.get("arch"):
+        out.print("no trial succeeded; see history.csv")
+        return
+    choices = " ".join(f"{k}={v}" for k, v in r["arch"]["choices"].items())
+    d = r["details"]
+    out.print(f"deployed trial {d['trial']}: {choices}")
+    if r.get("score") is not None:
         out.print(
-            f"trials   {s['trials']} ({s['failed']} failed) in {s['seconds']:.1f} s; report {res.run_dir / 'report.md'}"
+            f"score    {r['score']:.4g} ({r['score_name']}, a proxy score, not an accuracy)  reward {d['reward']:.4g}"
         )
-
-    emit(as_json, data_out, human)
+    else:
+        out.print(f"accuracy {r['accuracy']:.4g}  reward {d['reward']:.4g}")
+    m = r.get("measured")
+    line = f"latency  {r['predicted_kind']} {r['predicted_ms']:.3f} ms"
+    if m:
+        line += f", measured {m['median_ms']:.3f} ms (IQR {m['iqr_ms']:.3f}, p90 {m['p90_ms']:.3f})"
+    verdict = "within" if r["within_budget"] else f"OVER by {r['over_budget_pct']:.1f}%"
+    out.print(line + f"; budget {r['target_ms']:g} ms: {verdict}")
+    if r.get("found"):
+        f = r["found"]
+        out.print(f"found    trial {f['trial']} measured {f['measured']['median_ms']:.3f} ms, over the budget: stepped")
+    s = d["summary"]
+    out.print(
+        f"trials   {s['trials']} ({s['failed']} failed) in {s['seconds']:.1f} s; report {res.run_dir / 'report.md'}"
+    )

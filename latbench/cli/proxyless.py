@@ -18,7 +18,8 @@ def register(app: typer.Typer) -> None:
 
 def proxyless(
     target: Annotated[
-        str | None, typer.Option(help="Latency target: ms (12 or 12ms) or a share of the space's range (25%).")
+        str | None,
+        typer.Option(help="Latency target: 12, 12ms, 0.012s, 12000us, or a share of the space's range (25%)."),
     ] = None,
     device: Annotated[
         str | None, typer.Option(help="Device profile: its table for the space, and where the result is measured.")
@@ -76,6 +77,13 @@ def proxyless(
     measure: Annotated[
         bool, typer.Option(help="Measure the derived arch on the device (when the source has one here).")
     ] = True,
+    step_to_budget: Annotated[
+        bool,
+        typer.Option(
+            help="When the derived arch measures over the budget, derive within tighter budgets and deploy the first "
+            "measured within it (median + IQR <= target)."
+        ),
+    ] = True,
     share_weights: Annotated[
         bool | None,
         typer.Option(help="MBConv candidates of a block share a superkernel. [default: on for proxyless-mobile]"),
@@ -87,11 +95,11 @@ def proxyless(
         Path | None, typer.Option(help="Folder of run folders. [default: runs/ under LATBENCH_HOME or the checkout]")
     ] = None,
     resume: Annotated[
-        str | None, typer.Option(help="Resume the run with this id or folder (other options are taken from it).")
+        str | None, typer.Option(help="Id of the run to go on with (other options are taken from it).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Gradient-based search with latency in the loss; writes runs/<run-id>/ (arch.json, model.onnx, report.md...)."""
+    """Gradient-based search with latency in the loss; writes <runs-dir>/<run-id>/ (resumable with --resume RUN_ID)."""
     from latbench.search.proxyless import run
 
     res = run(
@@ -120,44 +128,47 @@ def proxyless(
         baseline=baseline,
         train_device=train_device,
         measure=measure,
+        step_to_budget=step_to_budget,
         share_weights=share_weights,
         run_id=run_id,
         runs_dir=runs_dir,
         resume=resume,
         progress=not as_json,
     )
-    doc = {k: v for k, v in res.to_dict().items() if k != "choices_table"}
+    doc = res.to_dict()
+    shown = {**doc, "details": {k: v for k, v in doc["details"].items() if k != "choices_table"}}
+    emit(as_json, {"run_dir": str(res.run_dir), **shown}, lambda: _print_result(str(res.run_dir), doc))
 
-    def human() -> None:
-        d = res.to_dict()
-        meas = d.get("measured")
-        out.print(f"[bold]run[/bold]        {d['run_dir']}")
-        out.print(f"[bold]arch[/bold]       {' '.join(str(v) for v in d['arch']['choices'].values())}")
-        out.print(
-            f"[bold]latency[/bold]    target {d['target_ms']:.3f} ms, predicted {d['predicted_ms']:.3f} ms "
-            f"({d['gap_pct']:+.1f} %), E[LAT] {d['expected_ms']:.3f} ms"
-        )
-        out.print(
-            f"[bold]derived[/bold]    {d['derive']}: {d['repaired_decisions']} decision(s) changed from the argmax "
-            f"arch ({d['argmax_ms']:.3f} ms, {d['argmax_gap_pct']:+.1f} %)"
-        )
-        if meas:
-            out.print(
-                f"[bold]measured[/bold]   {meas['median_ms']:.3f} ms median "
-                f"(IQR {meas['iqr_ms']:.3f}, p90 {meas['p90_ms']:.3f}) on {meas['device']}"
-            )
-        else:
-            out.print(f"[bold]measured[/bold]   not measured: {d.get('measured_note')}")
-        out.print(f"[bold]accuracy[/bold]   supernet argmax net on valid {d['supernet_valid_acc']:.3f}")
-        if d.get("retrain"):
-            out.print(
-                f"[bold]retrained[/bold]  test accuracy {d['retrain']['test_acc']:.4f} "
-                f"({d['retrain']['epochs']} epochs)"
-            )
-        if d.get("baseline"):
-            out.print(
-                f"[bold]baseline[/bold]   median of {d['baseline']['n']} random archs within budget: "
-                f"{d['baseline']['median_test_acc']:.4f}"
-            )
 
-    emit(as_json, doc, human)
+def _print_result(run_dir: str, d: dict) -> None:  # type: ignore[type-arg]
+    """The result for people: the deployed arch, its latency against the budget, the trained variant's accuracy."""
+    x = d["details"]
+    meas = d.get("measured")
+    out.print(f"[bold]run[/bold]        {run_dir}")
+    out.print(f"[bold]arch[/bold]       {' '.join(str(v) for v in d['arch']['choices'].values())}")
+    out.print(
+        f"[bold]latency[/bold]    target {d['target_ms']:.3f} ms, {d['predicted_kind']} {d['predicted_ms']:.3f} ms "
+        f"({x['gap_pct']:+.1f} %), E[LAT] {x['expected_ms']:.3f} ms"
+    )
+    out.print(
+        f"[bold]derived[/bold]    {x['derive']}: {x['repaired_decisions']} decision(s) changed from the argmax "
+        f"arch ({x['argmax_ms']:.3f} ms, {x['argmax_gap_pct']:+.1f} %)"
+    )
+    if meas:
+        out.print(
+            f"[bold]measured[/bold]   {meas['median_ms']:.3f} ms median "
+            f"(IQR {meas['iqr_ms']:.3f}, p90 {meas['p90_ms']:.3f}) on {x['measured_device']}"
+        )
+    else:
+        out.print(f"[bold]measured[/bold]   not measured: {d.get('measured_note')}")
+    verdict = "within" if d["within_budget"] else f"OVER by {d['over_budget_pct']:.1f}%"
+    out.print(
+        f"[bold]budget[/bold]     {verdict}"
+        + ("  (stepped from the derived arch, which measured over)" if d.get("found") else "")
+    )
+    out.print(f"[bold]accuracy[/bold]   {d['accuracy']:.3f}: {x['accuracy_of']}")
+    if x.get("baseline"):
+        out.print(
+            f"[bold]baseline[/bold]   median of {x['baseline']['n']} random archs within budget: "
+            f"{x['baseline']['median_test_acc']:.4f}"
+        )

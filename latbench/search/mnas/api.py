@@ -1,54 +1,55 @@
-"""The Python API of the MnasNet engine: :func:`search` (in memory) and :func:`run` (a run directory).
+"""The Python API of the MnasNet engine: :func:`search` (in memory) and :func:`run` (a run folder).
 
-``run(...)`` mirrors ``latbench search mnas``: it resolves the latency source,
-searches, measures the final top-k for real when the source's device can run
-here, and writes ``runs/<run-id>/``: ``config.json``, ``history.csv`` (every
-trial), ``best.json``, ``best.onnx``, ``pareto.png`` and ``report.md``, plus
-``state.json`` / ``state-N.safetensors`` (the checkpoint a resumed run starts
-from). ``run(resume=RUN)`` goes on from the last checkpoint of an interrupted
-(or finished, with more ``trials``) run.
+``run(...)`` mirrors ``latbench search mnas``: it checks every setting, resolves
+the latency source, searches, measures the final top-k for real when the
+source's device runs here, and writes a run folder of the shared run store
+(:mod:`latbench.search.runstore`): ``config.json``, ``state/`` (the checkpoint a
+resumed run starts from), ``history.csv`` (every trial), ``result.json``,
+``deployed.onnx`` / ``deployed.json``, ``pareto.png`` and ``report.md``.
+``run(resume=RUN_ID)`` goes on from the last checkpoint of an interrupted (or
+finished, with more ``trials``) run.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from latbench import paths
-from latbench.device import host_info, library_versions, now_iso
 from latbench.errors import LatbenchError
 from latbench.predict.base import SpaceLatency
 from latbench.search.mnas.engine import SearchEngine
-from latbench.search.mnas.evaluators import Evaluator, make_evaluator
+from latbench.search.mnas.evaluators import ArchBatch, Evaluator, make_evaluator
 from latbench.search.mnas.history import History
 from latbench.search.mnas.problem import SearchProblem
-from latbench.search.mnas.reward import Constraints, Reward, parse_target
+from latbench.search.mnas.reward import Constraints, Reward, ScoreScale, parse_target
+from latbench.search.mnas.rundir import RunWriter, finish_run, restore_state
 from latbench.search.mnas.strategies import Strategy, make_strategy
+from latbench.search.runstore import RunFolder, base_config, new_run_id, runs_root
+from latbench.search.target import TargetSpec, parse_target_spec
 from latbench.spaces import SearchSpace, get_space
 
-SCHEMA = "latbench.mnas-run/1"
+#: reference archs scored at the start of a proxy-score search (their median and spread scale the scores)
+SCORE_REFERENCE_ARCHS = 16
 
 
 class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C during :func:`run`: the trials told so far are saved in ``run_dir``, which resumes."""
+    """Ctrl-C during :func:`run`: the trials told so far are saved in ``run_dir``; ``--resume run_id`` goes on."""
 
     def __init__(self, run_dir: Path, trials: int) -> None:
-        super().__init__(f"interrupted after {trials} trials; resume with --resume {run_dir}")
+        super().__init__(f"interrupted after {trials} trials; resume with --resume {run_dir.name}")
         self.run_dir = run_dir
+        self.run_id = run_dir.name
         self.trials = trials
 
 
 def make_problem(
     space: SearchSpace,
     latency: SpaceLatency,
-    target_ms: float,
+    target_ms: float | str,
     *,
     reward: str | None = "soft",
     alpha: float | None = None,
@@ -56,11 +57,23 @@ def make_problem(
     hard_latency: bool | None = None,
     max_params: int | None = None,
     max_memory_mb: float | None = None,
+    score_scale: ScoreScale | None = None,
 ) -> SearchProblem:
-    """The reward and limits of a search; ``hard_latency`` defaults to on for the ``hard`` reward."""
-    rw = Reward.from_preset(reward, parse_target(target_ms), alpha, beta)
+    """The reward and limits of a search; ``hard_latency`` defaults to on for the ``hard`` reward.
+
+    ``target_ms`` may be any target of the shared grammar (``"50%"`` is half-way
+    across the space's latency range under ``latency``).
+    """
+    spec = parse_target_spec(target_ms)
+    rw = Reward.from_preset(reward, spec.value if not spec.is_share else 1.0, alpha, beta)
     hard = (reward == "hard") if hard_latency is None else bool(hard_latency)
-    return SearchProblem(space, latency, rw, Constraints(max_params, max_memory_mb, hard))
+    problem = SearchProblem(space, latency, rw, Constraints(max_params, max_memory_mb, hard))
+    if spec.is_share:
+        lo, hi, _ = problem.latency_range
+        problem.reward = replace(rw, target_ms=parse_target(spec, (lo, hi)))
+    if score_scale is not None:
+        problem.reward = replace(problem.reward, score_scale=score_scale)
+    return problem
 
 
 def search(
@@ -76,147 +89,199 @@ def search(
     acc_predictor: bool | dict[str, Any] = False,
     on_progress: Any = None,
 ) -> SearchEngine:
-    """Run a search in memory (no files) and return the finished engine (``.best``, ``.history``, ``.summary()``)."""
+    """Run a search in memory (no files) and return the finished engine (``.best``, ``.history``, ``.summary()``).
+
+    A proxy-score evaluator gets its :class:`ScoreScale` from a reference sample first (see :func:`score_scale`).
+    """
     ev = make_evaluator(evaluator, evaluator_options, acc_predictor=acc_predictor)
+    if ev.kind != "accuracy" and problem.reward.score_scale is None:
+        ev.setup(problem, seed)
+        problem.reward = replace(problem.reward, score_scale=score_scale(problem, ev, seed))
     st = make_strategy(strategy, problem, seed=seed, trials=trials, dedupe=ev.cache, options=strategy_options)
-    engine = SearchEngine(problem, st, ev, trials=trials, batch_size=batch, seed=seed, on_progress=on_progress)
+    history = History(problem.space, value_name(ev))
+    engine = SearchEngine(
+        problem, st, ev, trials=trials, batch_size=batch, seed=seed, on_progress=on_progress, history=history
+    )
     return engine.run()
 
 
-# ----------------------------------------------------------------------------- run directories
+def value_name(evaluator: Evaluator) -> str:
+    """``accuracy`` for an accuracy, ``score`` for a proxy score (the name in history, results and reports)."""
+    return "accuracy" if evaluator.kind == "accuracy" else "score"
+
+
+def score_scale(problem: SearchProblem, evaluator: Evaluator, seed: int, n: int = SCORE_REFERENCE_ARCHS) -> ScoreScale:
+    """Score ``n`` archs drawn from the seed (trial ids past any search's) and scale scores by them.
+
+    The evaluator must be set up. Deterministic given the seed; a run keeps the
+    result in its ``config.json`` so a resumed run uses the same scale.
+    """
+    space = problem.space
+    idx = space.sample_indices(np.random.default_rng([int(seed), 7919]), n)
+    base = getattr(evaluator, "base", evaluator)  # the real evaluator under an accuracy predictor
+    batch = ArchBatch(space, idx, np.arange(n, dtype=np.int64) + 1_000_000_000, problem.latency_ms(idx))
+    return ScoreScale.from_scores(base.evaluate(batch).accuracy)
+
+
+# ----------------------------------------------------------------------------- run folders
 @dataclass
 class RunResult:
-    """What :func:`run` returns: the run folder, the best arch and its numbers, the engine summary."""
+    """What :func:`run` returns: the run folder, ``result.json``'s content, the measured top-k, the summary."""
 
     run_dir: Path
+    result: dict[str, Any]
     best: dict[str, Any]
     top: list[dict[str, Any]]
     summary: dict[str, Any]
     config: dict[str, Any]
     engine: SearchEngine | None = field(default=None, repr=False)
 
-
-def _run_id(space: str, strategy: str, seed: int, root: Path) -> str:
-    base = f"{time.strftime('%Y%m%d-%H%M%S')}-{space}-{re.sub(r'[^A-Za-z0-9_.-]', '_', strategy)}-s{seed}"
-    rid, i = base, 1
-    while (root / rid).exists():
-        i += 1
-        rid = f"{base}-{i}"
-    return rid
+    @property
+    def run_id(self) -> str:
+        return self.run_dir.name
 
 
-def _resolve_run_dir(resume: str | os.PathLike[str], out: str | os.PathLike[str] | None) -> Path:
-    p = Path(resume)
-    for cand in (p, Path(out or "runs") / p):
-        if (cand / "config.json").exists():
-            return cand
-    raise LatbenchError(
-        f"no run to resume at {resume} (looked for {p}/config.json and {Path(out or 'runs') / p}/config.json)"
-    )
+@dataclass
+class _Setup:
+    """Everything a run needs before its first trial, built from its settings."""
+
+    space: SearchSpace
+    source: Any
+    problem: SearchProblem
+    evaluator: Evaluator
+    strategy: Strategy
 
 
-def _source_identity(source: Any) -> dict[str, Any]:
-    model = source.model
-    ident: dict[str, Any] = {
-        "description": source.description,
-        "device": source.device,
-        "fingerprint": dict(getattr(model, "fingerprint", {}) or {}).get("id"),
-        "measured_here": source.backend is not None,
+def _new_settings(**kw: Any) -> dict[str, Any]:
+    """The settings of a new run, checked (one-line errors) before anything is loaded or written."""
+    spec = _check_target(kw["target"])
+    trials = kw["trials"]
+    strategy_options = dict(kw["strategy_options"] or {})
+    if kw["generations"] is not None:
+        if kw["strategy"] != "evolution":
+            raise LatbenchError("--generations is an evolution option; use --trials with other strategies")
+        if int(kw["generations"]) < 0:
+            raise LatbenchError(f"--generations must be >= 0, got {kw['generations']}")
+        pop = int(strategy_options.setdefault("population", 100))
+        trials = pop * (int(kw["generations"]) + 1)
+    trials = int(trials if trials is not None else 100)
+    _check_counts(trials=trials, batch=kw["batch"], top_k=kw["top_k"])
+    table = kw["table"]
+    return {
+        "space": kw["space"],
+        "resolution": kw["resolution"],
+        "width": kw["width"],
+        "target": spec.text,
+        "device": kw["device"],
+        "table": str(Path(table).resolve()) if table and Path(table).exists() else table,
+        "predictor": kw["predictor"],
+        "strategy": kw["strategy"],
+        "evaluator": kw["evaluator"] or "zero-cost",
+        "trials": trials,
+        "reward": kw["reward"],
+        "alpha": kw["alpha"],
+        "beta": kw["beta"],
+        "hard_latency": kw["hard_latency"],
+        "max_params": kw["max_params"],
+        "max_memory_mb": kw["max_memory_mb"],
+        "seed": int(kw["seed"]),
+        "batch": kw["batch"],
+        "strategy_options": strategy_options,
+        "evaluator_options": dict(kw["evaluator_options"] or {}),
+        "acc_predictor": kw["acc_predictor"],
+        "top_k": int(kw["top_k"]),
+        "measure": bool(kw["measure"]),
+        "export_onnx": bool(kw["export_onnx"]),
+        "step_to_budget": bool(kw["step_to_budget"]),
     }
-    table = getattr(model, "table", None)
-    if table is not None:
-        ident["table"] = str(Path(table.path).resolve()) if table.path else None
-        ident["table_hash"] = table.content_hash()
-    ident["vector_hash"] = _vector_hash(source.compiled)
-    return ident
 
 
-def _vector_hash(compiled: SpaceLatency) -> str:
-    import hashlib
-
-    h = hashlib.sha256(np.round(compiled.vector, 9).tobytes())
-    h.update(json.dumps(compiled.calibration.to_dict(), sort_keys=True).encode())
-    return h.hexdigest()[:16]
+def _check_target(target: Any) -> TargetSpec:
+    if target is None:
+        raise LatbenchError("give a latency target, e.g. --target 20ms or --target 50%")
+    return parse_target_spec(target)
 
 
-class RunWriter:
-    """Appends history rows and writes the resumable checkpoint of a run folder, atomically."""
-
-    def __init__(
-        self, run_dir: Path, history: History, rows: int = 0, nbytes: int | None = None, ckpt: int = 0
-    ) -> None:
-        self.dir = run_dir
-        self.history = history
-        self.rows = rows
-        self.ckpt = ckpt
-        self.csv = run_dir / "history.csv"
-        if nbytes is None:
-            paths.atomic_write_text(self.csv, ",".join(history.header()) + "\n")
-            nbytes = self.csv.stat().st_size
-        self.nbytes = nbytes
-
-    def checkpoint(self, engine: SearchEngine) -> None:
-        from safetensors.numpy import save_file
-
-        if self.ckpt and len(engine.history) == self.rows:
-            # nothing told since the last checkpoint: keep it (the strategy may have asked since, and an
-            # interrupted batch must not advance the state a resumed run starts from)
-            return
-        text = engine.history.csv_rows(self.rows)
-        if text:
-            with open(self.csv, "a", encoding="utf-8", newline="") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            self.nbytes = self.csv.stat().st_size
-            self.rows = len(engine.history)
-        st_state, arrays = engine.strategy.state_dict()
-        self.ckpt += 1
-        arrays_name = f"state-{self.ckpt}.safetensors"
-        tmp = self.dir / f".{arrays_name}.tmp"
-        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp))
-        os.replace(tmp, self.dir / arrays_name)
-        state = {
-            "schema": SCHEMA,
-            "checkpoint": self.ckpt,
-            "updated": now_iso(),
-            "history_rows": self.rows,
-            "history_bytes": self.nbytes,
-            "arrays": arrays_name,
-            "strategy": st_state,
-            "evaluator": engine.evaluator.state_dict(),
-            "engine": {
-                "asked": engine.stats.asked,
-                "rejected": engine.stats.rejected,
-                "seconds": engine._elapsed_before + (time.perf_counter() - engine._t0),
-                "stopped": engine.stats.stopped,
-            },
-            "best": engine.best.to_dict(),
-        }
-        paths.atomic_write_json(self.dir / "state.json", state)
-        for old in self.dir.glob("state-*.safetensors"):
-            if old.name != arrays_name:
-                old.unlink(missing_ok=True)
+def _check_counts(*, trials: int | None, batch: int | None, top_k: int | None) -> None:
+    if trials is not None and int(trials) < 1:
+        raise LatbenchError(f"--trials must be >= 1, got {trials}")
+    if batch is not None and int(batch) < 1:
+        raise LatbenchError(f"--batch must be >= 1, got {batch}")
+    if top_k is not None and int(top_k) < 1:
+        raise LatbenchError(f"--top-k must be >= 1, got {top_k}")
 
 
-def _measure_top(source: Any, archs: list[dict[str, Any]], progress: bool) -> list[dict[str, Any] | None]:
-    from latbench.service import measure_archs, network_timing
-
-    backend = source.backend
-    ms, _ = measure_archs(backend, archs, network_timing(backend, None, None), source.sentinel_ms, progress=progress)
-    out: list[dict[str, Any] | None] = []
-    for m in ms:
-        s = m.summary()
-        out.append(
-            {
-                "median_ms": s["median_ms"],
-                "iqr_ms": s["iqr_ms"],
-                "p90_ms": s["p90_ms"],
-                "n": s["n"],
-                "samples_ms": [round(x, 5) for x in m.samples_ms],
-            }
+def _resume_settings(
+    folder: RunFolder, config: dict[str, Any], evaluator: str | None, trust_run: bool, overrides: dict[str, Any]
+) -> dict[str, Any]:
+    """The stored settings of a run, with the few a resumed run may change; refuses to run stored code unasked."""
+    args = dict(config["settings"])
+    stored = str(args.get("evaluator") or "")
+    if stored.startswith("python:") and not trust_run and evaluator != stored:
+        raise LatbenchError(
+            f"run {folder.run_id} evaluates with {stored}, which runs code named in {folder.config_path}; "
+            f"pass --evaluator {stored} again (or --trust-run) to run it"
         )
-    return out
+    if evaluator is not None and evaluator != stored:
+        raise LatbenchError(f"run {folder.run_id} was made with --evaluator {stored}, not {evaluator}")
+    _check_counts(trials=overrides.get("trials"), batch=None, top_k=overrides.get("top_k"))
+    args.update({k: v for k, v in overrides.items() if v is not None})
+    return args
+
+
+def _setup(args: dict[str, Any], stored_scale: dict[str, Any] | None) -> _Setup:
+    """Space, latency source, problem (target and reachability checked), evaluator and strategy of a run."""
+    from latbench.service import resolve_latency_source
+
+    sp = get_space(args["space"], resolution=args["resolution"], width=args["width"])
+    source = resolve_latency_source(sp, device=args["device"], table=args["table"], predictor=args["predictor"])
+    problem = make_problem(
+        sp,
+        source.compiled,
+        args["target"],
+        reward=args["reward"],
+        alpha=args["alpha"],
+        beta=args["beta"],
+        hard_latency=args["hard_latency"],
+        max_params=args["max_params"],
+        max_memory_mb=args["max_memory_mb"],
+        score_scale=ScoreScale(**stored_scale) if stored_scale else None,
+    )
+    lo, hi, _ = problem.latency_range
+    parse_target(problem.target_ms, (lo, hi))
+    problem.check_reachable(source.description)
+    ev = make_evaluator(args["evaluator"], args["evaluator_options"], acc_predictor=args["acc_predictor"])
+    st = make_strategy(
+        args["strategy"],
+        problem,
+        seed=args["seed"],
+        trials=args["trials"],
+        dedupe=ev.cache,
+        options=args["strategy_options"],
+    )
+    if hasattr(st, "population") and "population" not in args["strategy_options"]:
+        args["strategy_options"]["population"] = int(st.population)  # keep the effective value for resume
+    return _Setup(sp, source, problem, ev, st)
+
+
+def _new_config(folder: RunFolder, args: dict[str, Any], s: _Setup) -> dict[str, Any]:
+    lo, hi, _ = s.problem.latency_range
+    config = base_config(
+        "mnas",
+        folder.run_id,
+        args,
+        s.source,
+        s.space,
+        {"text": args["target"], "ms": s.problem.target_ms, "range_ms": [lo, hi]},
+    )
+    config.update(
+        reward=s.problem.reward.to_dict(),
+        constraints=s.problem.constraints.to_dict(),
+        strategy=s.strategy.describe(),
+        evaluator=s.evaluator.describe(),
+        value_name=value_name(s.evaluator),
+    )
+    return config
 
 
 def run(
@@ -229,7 +294,7 @@ def run(
     resolution: int | None = None,
     width: float | None = None,
     strategy: str = "evolution",
-    evaluator: str = "zero-cost",
+    evaluator: str | None = None,
     trials: int | None = None,
     generations: int | None = None,
     reward: str = "soft",
@@ -246,270 +311,114 @@ def run(
     top_k: int = 3,
     measure: bool = True,
     export_onnx: bool = True,
-    out: str | os.PathLike[str] | None = None,
+    step_to_budget: bool = True,
+    runs_dir: str | os.PathLike[str] | None = None,
     run_id: str | None = None,
-    resume: str | os.PathLike[str] | None = None,
+    resume: str | None = None,
+    trust_run: bool = False,
     progress: bool = True,
     checkpoint_every_s: float = 10.0,
     executor_factory: Any = None,
 ) -> RunResult:
     """Search and write a run folder; see the module docstring. Latency in ms, ``max_memory_mb`` in MB.
 
+    ``target``: ``12``, ``"12ms"``, ``"0.012s"``, ``"12000us"`` or ``"50%"`` of the space's latency range.
     ``generations`` (evolution): ``trials = population * (generations + 1)``,
-    Once-for-All's budget (100 * 501 with the defaults).
+    Once-for-All's budget (100 * 501 with the defaults). ``evaluator``:
+    ``zero-cost[:proxy]`` (default), ``train`` or ``python:module_or_file:function``.
+    ``resume``: a run id under ``runs_dir``; a run that evaluates with a
+    ``python:`` callable is only resumed when ``evaluator`` names the same callable
+    again or ``trust_run`` is set (code named in a file is not run unasked).
+    ``step_to_budget``: when the found arch measures over the budget, deploy the
+    best measured candidate whose median plus IQR is within it.
     ``executor_factory(evaluator, problem, seed) -> Executor`` runs the trials
     elsewhere (``latbench.farm.search.cluster_executor``: Ray tasks on a cluster).
     """
-    from latbench.service import resolve_latency_source
-
     if resume is not None:
-        run_dir = _resolve_run_dir(resume, out)
-        config = json.loads((run_dir / "config.json").read_text())
-        args = dict(config["args"])
-        if trials is not None:
-            args["trials"] = int(trials)
-        args.update(top_k=top_k, measure=measure, export_onnx=export_onnx)
+        folder = RunFolder.open(resume, runs_dir, engine="mnas")
+        config = folder.read_config()
+        overrides = {"trials": trials, "top_k": top_k, "measure": measure, "export_onnx": export_onnx}
+        overrides["step_to_budget"] = step_to_budget
+        args = _resume_settings(folder, config, evaluator, trust_run, overrides)
+        s = _setup(args, config["reward"].get("score_scale"))
+        _check_same_source(folder, config, s.source)
     else:
-        if target is None:
-            raise LatbenchError("give a latency target, e.g. --target 20ms")
-        strategy_options = dict(strategy_options or {})
-        if generations is not None:
-            if strategy != "evolution":
-                raise LatbenchError("--generations is an evolution option; use --trials with other strategies")
-            pop = int(strategy_options.setdefault("population", 100))
-            trials = pop * (int(generations) + 1)
-        args = {
-            "space": space,
-            "resolution": resolution,
-            "width": width,
-            "target_ms": parse_target(target),
-            "device": device,
-            "table": str(Path(table).resolve()) if table and Path(table).exists() else table,
-            "predictor": predictor,
-            "strategy": strategy,
-            "evaluator": evaluator,
-            "trials": int(trials if trials is not None else 100),
-            "reward": reward,
-            "alpha": alpha,
-            "beta": beta,
-            "hard_latency": hard_latency,
-            "max_params": max_params,
-            "max_memory_mb": max_memory_mb,
-            "seed": int(seed),
-            "batch": batch,
-            "strategy_options": strategy_options,
-            "evaluator_options": dict(evaluator_options or {}),
-            "acc_predictor": acc_predictor,
-            "top_k": top_k,
-            "measure": measure,
-            "export_onnx": export_onnx,
-        }
-        run_dir = None
+        args = _new_settings(**{k: v for k, v in locals().items() if k not in ("resume", "trust_run")})
+        folder = RunFolder.prepare(runs_dir, run_id or _default_id(runs_dir, args))
+        s = _setup(args, None)
+        if s.evaluator.kind != "accuracy":
+            s.evaluator.setup(s.problem, args["seed"])
+            s.problem.reward = replace(s.problem.reward, score_scale=score_scale(s.problem, s.evaluator, args["seed"]))
+        config = _new_config(folder, args, s)
+        folder.create(config)
+    with folder.running():
+        engine, writer = _engine(folder, s, args, config, checkpoint_every_s, executor_factory)
+        _search(folder, engine, writer, args, progress)
+        return finish_run(folder, config, engine, s.problem, s.source, args, progress)
 
-    sp = get_space(args["space"], resolution=args["resolution"], width=args["width"])
-    source = resolve_latency_source(sp, device=args["device"], table=args["table"], predictor=args["predictor"])
-    problem = make_problem(
-        sp,
-        source.compiled,
-        args["target_ms"],
-        reward=args["reward"],
-        alpha=args["alpha"],
-        beta=args["beta"],
-        hard_latency=args["hard_latency"],
-        max_params=args["max_params"],
-        max_memory_mb=args["max_memory_mb"],
-    )
-    problem.check_reachable(source.description)
-    identity = _source_identity(source)
-    ev = make_evaluator(args["evaluator"], args["evaluator_options"], acc_predictor=args["acc_predictor"])
-    st = make_strategy(
-        args["strategy"],
-        problem,
-        seed=args["seed"],
-        trials=args["trials"],
-        dedupe=ev.cache,
-        options=args["strategy_options"],
-    )
-    if hasattr(st, "population") and "population" not in args["strategy_options"]:
-        args["strategy_options"]["population"] = int(st.population)  # keep the effective value for resume
 
-    history: History | None = None
-    state: dict[str, Any] | None = None
-    if run_dir is not None:
-        if config.get("latency_source", {}).get("vector_hash") != identity["vector_hash"]:
-            raise LatbenchError(
-                f"the latency source of run {run_dir.name} changed since it started ({identity['description']}); "
-                "resume needs the same table / predictor"
-            )
-        state_path = run_dir / "state.json"
-        state = json.loads(state_path.read_text()) if state_path.exists() else None
-        csv_path = run_dir / "history.csv"
-        if state is not None:
-            with open(csv_path, "r+b") as fh:
-                fh.truncate(int(state["history_bytes"]))
-            history = History.from_csv(sp, csv_path.read_text())
-            if len(history) != int(state["history_rows"]):
-                raise LatbenchError(f"{csv_path}: {len(history)} rows but the checkpoint says {state['history_rows']}")
-            writer = RunWriter(run_dir, history, len(history), int(state["history_bytes"]), int(state["checkpoint"]))
-        else:
-            history = History(sp)
-            writer = RunWriter(run_dir, history)
-    else:
-        root = Path(out) if out is not None else Path("runs")
-        run_dir = root / (run_id or _run_id(sp.name, args["strategy"], args["seed"], root))
-        if (run_dir / "config.json").exists():
-            raise LatbenchError(f"run folder {run_dir} exists; use --resume {run_dir} or another --run-id")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        lo, hi, _ = problem.latency_range
-        config = {
-            "schema": SCHEMA,
-            "run_id": run_dir.name,
-            "created": now_iso(),
-            "args": args,
-            "space": {"name": sp.name, **sp.params, "decisions": len(sp.decisions)},
-            "latency_source": identity,
-            "latency_range_ms": [lo, hi],
-            "reward": problem.reward.to_dict(),
-            "constraints": problem.constraints.to_dict(),
-            "strategy": st.describe(),
-            "evaluator": ev.describe(),
-            "host": host_info(),
-            "versions": library_versions(),
-        }
-        paths.atomic_write_json(run_dir / "config.json", config)
-        writer = RunWriter(run_dir, History(sp))
-        history = writer.history
+def _default_id(runs_dir: str | os.PathLike[str] | None, args: dict[str, Any]) -> str:
+    return new_run_id(runs_root(runs_dir), "mnas", args["space"], args["strategy"], f"s{args['seed']}")
 
-    from latbench.service import track
 
+def _check_same_source(folder: RunFolder, config: dict[str, Any], source: Any) -> None:
+    from latbench.search.runstore import source_record
+
+    before = config.get("latency_source", {}).get("vector_hash")
+    if before != source_record(source).get("vector_hash"):
+        raise LatbenchError(
+            f"the latency source of run {folder.run_id} changed since it started ({source.description}); "
+            "resume needs the same table / predictor"
+        )
+
+
+def _engine(
+    folder: RunFolder,
+    s: _Setup,
+    args: dict[str, Any],
+    config: dict[str, Any],
+    checkpoint_every_s: float,
+    executor_factory: Any,
+) -> tuple[SearchEngine, RunWriter]:
+    """The engine of a run, with its history and strategy state restored from the checkpoint when there is one."""
+    vname = config.get("value_name", "accuracy")
+    writer, state = RunWriter.open(folder, s.space, vname)
     engine = SearchEngine(
-        problem,
-        st,
-        ev,
+        s.problem,
+        s.strategy,
+        s.evaluator,
         trials=args["trials"],
         batch_size=args["batch"],
         seed=args["seed"],
-        history=history,
+        history=writer.history,
         on_checkpoint=writer.checkpoint,
         checkpoint_every_s=checkpoint_every_s,
-        executor=executor_factory(ev, problem, args["seed"]) if executor_factory is not None else None,
+        executor=executor_factory(s.evaluator, s.problem, args["seed"]) if executor_factory is not None else None,
     )
     writer.history = engine.history
     engine.setup()
     if state is not None:
-        from safetensors.numpy import load_file
+        restore_state(folder, engine, state)
+    return engine, writer
 
-        arrays = load_file(str(run_dir / state["arrays"]))
-        st.load_state_dict(state["strategy"], arrays, engine.history.arrays()["indices"])
-        ev.load_state_dict(state.get("evaluator", {}), engine.history.arrays())
-        engine.stats.asked = int(state["engine"]["asked"])
-        engine.stats.rejected = int(state["engine"]["rejected"])
-        engine._elapsed_before = float(state["engine"]["seconds"])
 
-    target_ms = problem.target_ms
+def _search(folder: RunFolder, engine: SearchEngine, writer: RunWriter, args: dict[str, Any], progress: bool) -> None:
+    """Run the engine with a progress line; Ctrl-C keeps the checkpoint and raises :class:`RunInterrupted`."""
+    from latbench.service import track
+
+    target_ms = engine.problem.target_ms
+    vname = writer.history.value_name
 
     def status(e: SearchEngine) -> str:
         b = e.best
         if b.trial < 0:
             return "no result yet"
         rel = "<=" if b.latency_ms <= target_ms else ">"
-        return f"best reward {b.reward:.4g}  acc {b.accuracy:.4g}  {b.latency_ms:.2f} ms {rel} {target_ms:g} ms"
+        return f"best reward {b.reward:.4g}  {vname} {b.accuracy:.4g}  {b.latency_ms:.2f} ms {rel} {target_ms:g} ms"
 
     try:
         with track(f"mnas {args['strategy']}", total=args["trials"], enabled=progress) as update:
             engine.on_progress = lambda e: update(e.done, status=status(e))
             engine.run()
     except KeyboardInterrupt:
-        _write_best(run_dir, engine, problem, source, [], partial=True)
-        raise RunInterrupted(run_dir, engine.done) from None
-    return finish_run(run_dir, config, engine, problem, source, args, progress)
-
-
-def _arch_record(engine: SearchEngine, problem: SearchProblem, row: int) -> dict[str, Any]:
-    a = engine.history.arrays()
-    sp = problem.space
-    arch = sp.from_indices(a["indices"][row])
-    summary = sp.summary(arch)
-    return {
-        "trial": int(a["trial"][row]),
-        "arch": arch,
-        "accuracy": float(a["accuracy"][row]),
-        "accuracy_source": str(a["source"][row]),
-        "predicted_ms": float(a["latency_ms"][row]),
-        "reward": float(a["reward"][row]),
-        "within_budget_predicted": bool(a["latency_ms"][row] <= problem.target_ms),
-        "macs": int(summary["macs"]),
-        "params": int(summary["params"]),
-        "peak_memory_mb": round(summary["peak_memory_bytes"] / 1e6, 3),
-    }
-
-
-def _write_best(
-    run_dir: Path,
-    engine: SearchEngine,
-    problem: SearchProblem,
-    source: Any,
-    top: list[dict[str, Any]],
-    partial: bool = False,
-) -> dict[str, Any]:
-    if not top and engine.best.row >= 0:
-        top = [_arch_record(engine, problem, engine.best.row)]
-    doc = {
-        "schema": SCHEMA,
-        "partial": partial,
-        "target_ms": problem.target_ms,
-        "latency_source": source.description,
-        "device": source.device,
-        "best": top[0] if top else None,
-        "top_k": top,
-        "updated": now_iso(),
-    }
-    paths.atomic_write_json(run_dir / "best.json", doc)
-    return doc
-
-
-def finish_run(
-    run_dir: Path,
-    config: dict[str, Any],
-    engine: SearchEngine,
-    problem: SearchProblem,
-    source: Any,
-    args: dict[str, Any],
-    progress: bool,
-) -> RunResult:
-    """Top-k (measured for real where the device runs here), best.json, best.onnx, pareto.png, report.md."""
-    from latbench.search.mnas.report import pareto_plot, write_report
-
-    rows = engine.top_rows(int(args.get("top_k") or 1))
-    top = [_arch_record(engine, problem, int(r)) for r in rows]
-    measure_note = None
-    if top and args.get("measure", True) and source.backend is not None:
-        try:
-            measured = _measure_top(source, [t["arch"] for t in top], progress)
-            for t, m in zip(top, measured, strict=True):
-                t["measured"] = m
-                if m is not None:
-                    t["within_budget_measured"] = bool(m["median_ms"] <= problem.target_ms)
-                    t["measured_over_predicted"] = round(m["median_ms"] / t["predicted_ms"], 4)
-        except LatbenchError as exc:
-            measure_note = f"not measured: {exc}"
-    elif top and source.backend is None:
-        measure_note = f"not measured: the latency source's device ({source.device or 'unknown'}) cannot run here"
-    elif top:
-        measure_note = "not measured (--no-measure)"
-    doc = _write_best(run_dir, engine, problem, source, top)
-    if measure_note:
-        doc["measure_note"] = measure_note
-        paths.atomic_write_json(run_dir / "best.json", doc)
-    onnx_note = None
-    if top and args.get("export_onnx", True):
-        try:
-            from latbench.export import export_arch
-
-            export_arch(top[0]["arch"], run_dir / "best.onnx")
-        except Exception as exc:
-            onnx_note = f"best.onnx not written: {type(exc).__name__}: {exc}"
-    pareto_plot(engine, problem, top, run_dir / "pareto.png", title=f"{problem.space.name} on {source.description}")
-    summary = engine.summary()
-    write_report(run_dir / "report.md", config, engine, problem, source, top, summary, measure_note, onnx_note)
-    return RunResult(run_dir, top[0] if top else {}, top, summary, config, engine)
+        raise RunInterrupted(folder.dir, engine.done) from None

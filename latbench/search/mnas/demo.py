@@ -41,34 +41,36 @@ def step_mnas_search(ctx: Any) -> None:
         resolution=ctx.space.params.get("resolution"),
         target=target,
         seed=ctx.seed,
-        out=ctx.workdir / "runs",
+        runs_dir=ctx.workdir / "runs",
         progress=True,
         **DEMO_SETTINGS,
     )
-    b = res.best
-    meas = b.get("measured") if b else None
+    r = res.result
+    meas = r.get("measured")
     message(
         f"[bold]{ctx.step}. MnasNet-reward search[/bold] (aging evolution, {res.summary['trials']} trials, "
-        "hard budget, "
-        "NASWOT score on digits 32x32, latency of the 224 net)"
+        "hard budget, NASWOT score on digits 32x32, latency of the 224 net)"
     )
-    if not b:
+    if not r.get("arch"):
         message("   no trial succeeded; see the run's history.csv")
         return
-    message(f"   arch       {' '.join(str(v) for v in b['arch']['choices'].values())}")
-    line = f"   budget     {target:.2f} ms   predicted {b['predicted_ms']:.2f} ms ({what})   "
+    message(f"   arch       {' '.join(str(v) for v in r['arch']['choices'].values())}")
+    line = f"   budget     {target:.2f} ms   predicted {r['predicted_ms']:.2f} ms ({what})   "
     if meas:
-        verdict = "within" if meas["median_ms"] <= target else f"OVER by {100 * (meas['median_ms'] / target - 1):.1f}%"
+        verdict = "within" if r["within_budget"] else f"OVER by {r['over_budget_pct']:.1f}%"
         line += f"measured {meas['median_ms']:.2f} ms (IQR {meas['iqr_ms']:.2f}): {verdict}"
     else:
         line += "not measured"
     message(line)
-    message(f"   run        {res.run_dir} ({time.perf_counter() - t0:.0f} s; report.md, best.json, best.onnx)")
+    if r.get("found"):
+        message("   (the found arch measured over the budget; deployed the best measured candidate within it)")
+    message(f"   run        {res.run_dir} ({time.perf_counter() - t0:.0f} s; report.md, result.json, deployed.onnx)")
     ctx.results["mnas"] = {
         "run_dir": str(res.run_dir),
         "target_ms": target,
-        "predicted_ms": b["predicted_ms"],
+        "predicted_ms": r["predicted_ms"],
         "latency_source": what,
         "measured_ms": meas["median_ms"] if meas else None,
+        "within_budget": r["within_budget"],
         "seconds": time.perf_counter() - t0,
     }

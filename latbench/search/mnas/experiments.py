@@ -1,4 +1,4 @@
-"""Checks of the engine on real data, as run for the issue's acceptance lines.
+"""Longer checks of the engine on real data: better than chance? do strategies differ? does hard mode hold?
 
 ``python -m latbench.search.mnas.experiments NAME --out DIR`` with NAME one of:
 

@@ -34,8 +34,10 @@ TAIL = (
 class History:
     """Column store of trials: ``indices`` (n, decisions) plus the fields of :data:`HEAD` and :data:`TAIL`."""
 
-    def __init__(self, space: SearchSpace) -> None:
+    def __init__(self, space: SearchSpace, value_name: str = "accuracy") -> None:
         self.space = space
+        #: the CSV name of the evaluator's number: "accuracy", or "score" for a proxy score
+        self.value_name = value_name
         self.names = [d.name for d in space.decisions]
         self._chunks: list[dict[str, Any]] = []
         self._cache: dict[str, Any] | None = None
@@ -79,7 +81,8 @@ class History:
 
     # ------------------------------------------------------------------ CSV
     def header(self) -> list[str]:
-        return [*HEAD, *self.names, *TAIL]
+        tail = [self.value_name if c == "accuracy" else c for c in TAIL]
+        return [*HEAD, *self.names, *tail]
 
     def csv_rows(self, start: int, stop: int | None = None) -> str:
         """CSV text (no header) of rows ``start:stop``."""
@@ -118,11 +121,11 @@ class History:
         return buf.getvalue()
 
     @classmethod
-    def from_csv(cls, space: SearchSpace, text: str) -> History:
-        """Parse history.csv back (the header must match the space's decisions)."""
+    def from_csv(cls, space: SearchSpace, text: str, value_name: str = "accuracy") -> History:
+        """Parse history.csv back (the header must match the space's decisions and the evaluator's number)."""
         from latbench.errors import LatbenchError
 
-        h = cls(space)
+        h = cls(space, value_name)
         reader = csv.reader(io.StringIO(text))
         try:
             header = next(reader)

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 
 from latbench import paths
-from latbench.spaces import SearchSpace
 
 
 def onehot(cardinalities: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -134,21 +133,3 @@ class MLPRegressor:
     @classmethod
     def load(cls, path: str | Path) -> MLPRegressor:
         return cls.from_dict(json.loads(Path(path).read_text()))
-
-
-class ArchAccuracyMLP:
-    """An MLP accuracy predictor bound to a space: ``predict(indices)`` or ``__call__(list of arch dicts)``."""
-
-    def __init__(self, space: SearchSpace, model: MLPRegressor) -> None:
-        self.space = space
-        self.model = model
-        self.cards = space.cardinalities
-
-    def predict_indices(self, idx: np.ndarray) -> np.ndarray:
-        return self.model.predict(onehot(self.cards, idx))
-
-    def __call__(self, archs: list[dict[str, Any]]) -> np.ndarray:
-        idx = getattr(archs, "indices", None)
-        if idx is None:
-            idx = np.stack([self.space.to_indices(a) for a in archs])
-        return self.predict_indices(idx)

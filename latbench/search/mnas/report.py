@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ def pareto_plot(
     import matplotlib.pyplot as plt
 
     a = engine.history.arrays()
+    vname = engine.history.value_name
     ok = (a["status"] == "ok") & np.isfinite(a["accuracy"])
     lat, acc = a["latency_ms"][ok], a["accuracy"][ok]
     real = a["source"][ok] == "real"
@@ -50,7 +52,7 @@ def pareto_plot(
             s=6,
             alpha=0.25,
             color="tab:gray",
-            label="predicted accuracy",
+            label=f"predicted {vname}",
             lw=0,
         )
     if len(lat):
@@ -61,7 +63,7 @@ def pareto_plot(
     for i, t in enumerate(top):
         ax.scatter(
             [t["predicted_ms"]],
-            [t["accuracy"]],
+            [t[vname]],
             marker="*",
             s=140 if i == 0 else 70,
             color="tab:orange",
@@ -74,24 +76,24 @@ def pareto_plot(
         if m:
             ax.scatter(
                 [m["median_ms"]],
-                [t["accuracy"]],
+                [t[vname]],
                 marker="D",
                 s=40,
                 color="tab:purple",
                 zorder=5,
                 label="measured here" if i == 0 else None,
             )
-            ax.plot([t["predicted_ms"], m["median_ms"]], [t["accuracy"]] * 2, color="tab:purple", lw=0.8)
+            ax.plot([t["predicted_ms"], m["median_ms"]], [t[vname]] * 2, color="tab:purple", lw=0.8)
     ax.set_xlabel("latency (ms, predicted)")
-    ax.set_ylabel("accuracy" if engine.evaluator.kind == "accuracy" else f"accuracy ({engine.evaluator.kind})")
+    ax.set_ylabel("accuracy" if vname == "accuracy" else f"score ({engine.evaluator.describe()['name']})")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
-    tmp.replace(path)
+    paths.atomic_write_bytes(path, buf.getvalue())
 
 
 def _fmt_choices(arch: dict[str, Any]) -> str:
@@ -106,20 +108,88 @@ def write_report(
     source: Any,
     top: list[dict[str, Any]],
     summary: dict[str, Any],
-    measure_note: str | None,
+    result: dict[str, Any],
     onnx_note: str | None,
 ) -> None:
-    """A short Markdown report: what ran, what came out, predicted vs measured latency."""
+    """A short Markdown report: the verdict on the budget first, then what ran and predicted vs measured latency."""
+    vname = engine.history.value_name
+    lines = [f"# MnasNet-reward search `{config['run_id']}`", "", *budget_lines(result), ""]
+    lines += _settings_lines(config, engine, problem, source, summary)
+    lines += ["", "## Candidates", ""]
+    if not top:
+        lines.append("No trial succeeded (see history.csv for the errors).")
+    else:
+        lines += [
+            f"| rank | trial | {vname} | predicted ms | measured ms (median, IQR) | budget | reward | MMACs | params |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for i, t in enumerate(top):
+            m = t.get("measured")
+            meas = f"{m['median_ms']:.3f} ({m['iqr_ms']:.3f})" if m else "-"
+            lat = m["median_ms"] if m else t["predicted_ms"]
+            lines.append(
+                f"| {i + 1} | {t['trial']} | {t[vname]:.4g} | {t['predicted_ms']:.3f} | {meas} | "
+                f"{'within' if lat <= problem.target_ms else 'OVER'} | {t['reward']:.4g} | {t['macs'] / 1e6:.1f} | "
+                f"{t['params']} |"
+            )
+        lines += ["", f"Deployed arch: `{_fmt_choices(result['arch'])}`", ""]
+    if result.get("measured_note"):
+        lines += [f"Measurement: {result['measured_note']}.", ""]
+    if onnx_note:
+        lines += [f"{onnx_note}", ""]
+    if vname == "score":
+        sc = problem.reward.score_scale
+        lines += [
+            f"The evaluator gives a proxy score, not an accuracy: in the reward it is mapped to (0, 1) by a logistic "
+            f"of (score - {sc.center:.4g}) / {sc.scale:.4g} (median and spread of {sc.n} reference archs)."
+            if sc
+            else "The evaluator gives a proxy score, not an accuracy.",
+            "",
+        ]
+    lines += [
+        "Files: `config.json` (settings, source, device, versions), `history.csv` (every trial), `result.json`,",
+        "`deployed.onnx` / `deployed.json` (the deployed arch), `pareto.png` (diamonds: measured here), `state/`.",
+        "",
+        "![pareto](pareto.png)",
+        "",
+    ]
+    paths.atomic_write_text(path, "\n".join(lines))
+
+
+def budget_lines(result: dict[str, Any]) -> list[str]:
+    """The verdict on the budget, in bold, and what was deployed instead when the found arch measured over it."""
+    if not result.get("arch"):
+        return ["**No result: no trial succeeded.**"]
+    m = result.get("measured")
+    lat = f"measured {m['median_ms']:.3f} ms (IQR {m['iqr_ms']:.3f})" if m else f"{result['predicted_kind']} "
+    if not m:
+        lat += f"{result['predicted_ms']:.3f} ms (not measured)"
+    verdict = "within" if result["within_budget"] else f"OVER by {result['over_budget_pct']:.1f}%"
+    lines = [f"**Budget {result['target_ms']:g} ms: {lat}: {verdict}.**"]
+    found = result.get("found")
+    if found and found.get("measured"):
+        fm = found["measured"]
+        lines += [
+            "",
+            f"**The arch the search found (trial {found['trial']}) measured {fm['median_ms']:.3f} ms, OVER the "
+            f"budget; the deployed arch is the best measured candidate within it (median + IQR <= target).**",
+        ]
+    elif m and not result["within_budget"]:
+        lines += ["", "**The deployed arch measures OVER the budget: no measured candidate was within it.**"]
+    return lines
+
+
+def _settings_lines(
+    config: dict[str, Any], engine: SearchEngine, problem: SearchProblem, source: Any, summary: dict[str, Any]
+) -> list[str]:
     r = problem.reward
     c = problem.constraints
-    lo, hi = config.get("latency_range_ms", [None, None])
-    lines = [
-        f"# MnasNet-reward search `{config['run_id']}`",
-        "",
+    lo, hi = config.get("target", {}).get("range_ms", [None, None])
+    return [
         f"- space: `{problem.space.name}` {problem.space.params} ({len(problem.space.decisions)} decisions)",
-        f"- latency source: {source.description}" + (f" (predicted range {lo:.2f} .. {hi:.2f} ms)" if lo else ""),
-        f"- target T = {r.target_ms:g} ms; reward ACC * (LAT/T)^w, w = {r.alpha:g} within / {r.beta:g} over"
-        + (f" (preset {r.preset})" if r.preset else ""),
+        f"- latency source: {source.description} ({source.kind})" + (f" (range {lo:.2f} .. {hi:.2f} ms)" if lo else ""),
+        f"- target T = {r.target_ms:g} ms (`{config.get('target', {}).get('text')}`); reward ACC * (LAT/T)^w, "
+        f"w = {r.alpha:g} within / {r.beta:g} over" + (f" (preset {r.preset})" if r.preset else ""),
         f"- hard limits: latency {'<= T (rejection)' if c.hard_latency else 'soft (in the reward)'}"
         + (f", params <= {c.max_params}" if c.max_params else "")
         + (f", memory <= {c.max_memory_mb:g} MB" if c.max_memory_mb else ""),
@@ -127,37 +197,6 @@ def write_report(
         f"- evaluator: {engine.evaluator.describe()}",
         f"- trials: {summary['trials']} of {summary['trials_target']} ({summary['failed']} failed, "
         f"{summary['cached']} cached, "
-        f"{summary['predicted']} with predicted accuracy, {summary['rejected_unevaluated']} rejected unevaluated); "
+        f"{summary['predicted']} predicted by the MLP, {summary['rejected_unevaluated']} rejected unevaluated); "
         f"{summary['seconds']:.1f} s, {summary['candidates_per_s']} candidates/s; stopped: {summary['stopped']}",
-        "",
-        "## Result",
-        "",
     ]
-    if not top:
-        lines.append("No trial succeeded (see history.csv for the errors).")
-    else:
-        lines += [
-            "| rank | trial | accuracy | predicted ms | measured ms (median, IQR) | budget | reward | MMACs | params |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        for i, t in enumerate(top):
-            m = t.get("measured")
-            meas = f"{m['median_ms']:.3f} ({m['iqr_ms']:.3f})" if m else "-"
-            lat_ok = t.get("within_budget_measured", t["within_budget_predicted"])
-            lines.append(
-                f"| {i + 1} | {t['trial']} | {t['accuracy']:.4g} | {t['predicted_ms']:.3f} | {meas} | "
-                f"{'within' if lat_ok else 'OVER'} | {t['reward']:.4g} | {t['macs'] / 1e6:.1f} | {t['params']} |"
-            )
-        lines += ["", f"Best arch: `{_fmt_choices(top[0]['arch'])}`", ""]
-    if measure_note:
-        lines += [f"Measurement: {measure_note}.", ""]
-    if onnx_note:
-        lines += [f"{onnx_note}", ""]
-    lines += [
-        "Files: `config.json` (settings, source, host, versions), `history.csv` (every trial), `best.json`,",
-        "`best.onnx`, `pareto.png` (accuracy vs predicted latency; diamonds: measured here).",
-        "",
-        "![pareto](pareto.png)",
-        "",
-    ]
-    paths.atomic_write_text(path, "\n".join(lines))

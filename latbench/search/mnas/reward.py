@@ -6,13 +6,13 @@ net twice as slow must be 5% more accurate) and ``hard`` (alpha = 0, beta = -1:
 accuracy alone under the budget, a steep penalty above it). Both exponents must
 be <= 0: a positive one would reward slower networks.
 
-Latency ``T`` and ``LAT`` are milliseconds.
+Latency ``T`` and ``LAT`` are milliseconds. ``ACC`` is an accuracy in (0, 1];
+a proxy score (zero-cost) is first mapped to (0, 1) by :class:`ScoreScale`.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -23,21 +23,53 @@ from latbench.errors import LatbenchError
 #: name -> (alpha, beta)
 REWARD_PRESETS: dict[str, tuple[float, float]] = {"soft": (-0.07, -0.07), "hard": (0.0, -1.0)}
 
-_TARGET = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ms|s|us)?\s*$")
+
+def parse_target(text: str | float | int, bounds: tuple[float, float] | None = None) -> float:
+    """The shared target grammar (:func:`latbench.search.target.parse_target`): ms, s, us or a share of the range."""
+    from latbench.search.target import parse_target as _parse
+
+    return _parse(text, bounds)
 
 
-def parse_target(text: str | float | int) -> float:
-    """``"20ms"``, ``"20"``, ``"0.02s"``, ``"1500us"`` or a number -> milliseconds (> 0)."""
-    if isinstance(text, (int, float)):
-        value = float(text)
-    else:
-        m = _TARGET.match(str(text))
-        if not m:
-            raise LatbenchError(f"bad latency target {text!r}; write it like 20ms, 0.02s or 20 (milliseconds)")
-        value = float(m.group(1)) * {"ms": 1.0, None: 1.0, "s": 1000.0, "us": 0.001}[m.group(2)]
-    if not math.isfinite(value) or value <= 0:
-        raise LatbenchError(f"the latency target must be a positive number of milliseconds, got {text!r}")
-    return value
+@dataclass(frozen=True)
+class ScoreScale:
+    """Maps a proxy score (any real number) to (0, 1), increasing: ``1 / (1 + exp(-(s - center) / scale))``.
+
+    ``center`` is the median and ``scale`` the robust spread (IQR / 1.349) of the
+    scores of a fixed reference sample of archs, drawn and scored once when the
+    search starts (from the search seed, so the same run gets the same scale,
+    and a resumed run reads it from its ``config.json``). A log-determinant or a
+    log saliency may be negative; multiplied into the reward as it is, a negative
+    value would reverse the latency preference. After this map the accuracy term
+    is always positive and keeps the order of the scores.
+    """
+
+    center: float
+    scale: float
+    n: int = 0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.center) and math.isfinite(self.scale) and self.scale > 0):
+            raise LatbenchError(f"bad score scale (center {self.center}, scale {self.scale})")
+
+    @classmethod
+    def from_scores(cls, scores: np.ndarray) -> ScoreScale:
+        s = np.asarray(scores, dtype=np.float64)
+        s = s[np.isfinite(s)]
+        if len(s) < 2:
+            raise LatbenchError("the evaluator scored fewer than 2 of the reference archs; see its errors")
+        q1, med, q3 = np.percentile(s, [25, 50, 75])
+        scale = (q3 - q1) / 1.349
+        if not scale > 0:
+            scale = float(np.std(s)) or max(abs(float(med)), 1.0) * 1e-3
+        return cls(float(med), float(scale), len(s))
+
+    def __call__(self, score: np.ndarray | float) -> np.ndarray:
+        z = (np.asarray(score, dtype=np.float64) - self.center) / self.scale
+        return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -48,6 +80,8 @@ class Reward:
     alpha: float = -0.07
     beta: float = -0.07
     preset: str | None = "soft"
+    #: proxy scores: mapped to (0, 1) before the product (see :class:`ScoreScale`); None for accuracies
+    score_scale: ScoreScale | None = None
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.target_ms) or self.target_ms <= 0:
@@ -79,14 +113,23 @@ class Reward:
         )
 
     def __call__(self, accuracy: np.ndarray | float, latency_ms: np.ndarray | float) -> np.ndarray:
-        """Reward of each (accuracy, latency in ms) pair; NaN where the accuracy is NaN (failed trial)."""
+        """Reward of each (accuracy or score, latency in ms) pair; NaN where the value is NaN (failed trial).
+
+        A proxy score goes through :attr:`score_scale` first, so the product is
+        well defined whatever the score's sign: a higher score and a lower
+        latency always give a higher reward.
+        """
         acc = np.asarray(accuracy, dtype=np.float64)
+        if self.score_scale is not None:
+            acc = self.score_scale(acc)
         ratio = np.asarray(latency_ms, dtype=np.float64) / self.target_ms
         w = np.where(ratio <= 1.0, self.alpha, self.beta)
         return acc * np.power(ratio, w)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["score_scale"] = self.score_scale.to_dict() if self.score_scale is not None else None
+        return d
 
 
 @dataclass(frozen=True)

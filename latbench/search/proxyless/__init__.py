@@ -7,15 +7,17 @@
 * :mod:`.losses`    ``add``, ``mul-log`` and ``budget`` (dual ascent on the derived arch's latency gap);
 * :mod:`.engine`    the alternating weight / alpha loop, warmup, checkpoints, resume;
 * :mod:`.derive`    argmax or the most probable arch within the budget;
+* :mod:`.finish`    measure the derived arch, keep it within budget, write the run folder;
 * :mod:`.retrain`   training a derived arch from scratch, the random-archs baseline;
 * :mod:`.report`    ``alpha.csv``, trajectory plot, ``report.md``.
 """
 
 from latbench.search.proxyless.api import SearchResult, run, training_space
 from latbench.search.proxyless.engine import TrainSettings
-from latbench.search.proxyless.latency import ExpectedLatency, parse_target
+from latbench.search.proxyless.latency import ExpectedLatency
 from latbench.search.proxyless.losses import LOSSES, make_loss
 from latbench.search.proxyless.supernet import MODES, build_supernet
+from latbench.search.target import parse_target
 
 __all__ = [
     "LOSSES",

@@ -1,17 +1,18 @@
 """``run(...)``: the whole differentiable search, as ``latbench search proxyless`` runs it.
 
-Steps: resolve the latency source for the *deployment* space, check the target
-against the space's reachable range, load the data, build the training variant
-of the space (same decisions, small images), train the supernet (resumable),
-derive the arch, export ``runs/<run-id>/`` and measure the derived arch on the
-device when the source has one that runs here. Every user error is a
-:class:`LatbenchError` raised before anything is written.
+Steps: check the settings, resolve the latency source for the *deployment*
+space, turn the target into ms and check it against the space's reachable
+range, load the data, build the training variant of the space (same
+decisions, small images), train the supernet (checkpointed every epoch in the
+run's ``state/``), derive the arch, measure it on the device when the source
+has one that runs here (stepping to a measured candidate within the budget
+when it lands over), and write the run folder of the shared run store
+(:mod:`latbench.search.runstore`). Every user error is a :class:`LatbenchError`
+raised before anything is written.
 """
 
 from __future__ import annotations
 
-import json
-import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,26 +21,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from latbench import paths
-from latbench.device import library_versions, now_iso
 from latbench.errors import LatbenchError
-from latbench.search.proxyless.checkpoint import save_tensors, write_json
-from latbench.search.proxyless.derive import DERIVE_METHODS, derive
-from latbench.search.proxyless.engine import (
-    EpochRecord,
-    SupernetTrainer,
-    TrainSettings,
-    make_trainer,
-    torch_device,
-)
-from latbench.search.proxyless.latency import ExpectedLatency, parse_target, same_decisions
-from latbench.search.proxyless.losses import LOSSES, make_loss
-from latbench.search.proxyless.report import alpha_csv, plot_trajectory, rows_csv, write_report
+from latbench.search.proxyless.derive import DERIVE_METHODS
+from latbench.search.proxyless.engine import SupernetTrainer, TrainSettings, make_trainer, torch_device
+from latbench.search.proxyless.finish import finish
+from latbench.search.proxyless.latency import ExpectedLatency, same_decisions
+from latbench.search.proxyless.losses import LOSSES, LatencyLoss, make_loss
 from latbench.search.proxyless.supernet import MODES, space_layout
+from latbench.search.runstore import RunFolder, base_config, check_run_id, new_run_id, runs_root, source_record
+from latbench.search.target import parse_target, parse_target_spec
 from latbench.spaces import Arch, SearchSpace, get_space
 from latbench.torch_ops import torch_threads
 
-RUN_SCHEMA = "latbench.proxyless-run/1"
 #: the training variant of each space (digits at 32x32 on a CPU)
 TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "proxyless-mobile": {"resolution": 32, "width": 0.35},
@@ -49,23 +42,38 @@ TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
 
 @dataclass
 class SearchResult:
-    """What a finished search returns (and writes to ``result.json``); latency in ms."""
+    """What a finished search returns; ``doc`` is its ``result.json`` (the shared result schema). Latency in ms."""
 
     run_id: str
     run_dir: Path
     arch: Arch
-    train_arch: Arch
+    train_arch: Arch | None
     target_ms: float
     predicted_ms: float
     measured: dict[str, Any] | None
     doc: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def within_target(self) -> bool:
-        return bool(self.doc.get("within_target"))
+    def within_budget(self) -> bool:
+        return bool(self.doc.get("within_budget"))
 
     def to_dict(self) -> dict[str, Any]:
         return self.doc
+
+
+@dataclass
+class _Plan:
+    """Everything a run needs before its first epoch."""
+
+    cfg: dict[str, Any]
+    deploy: SearchSpace
+    source: Any
+    latency: ExpectedLatency
+    splits: Any
+    train_space: SearchSpace
+    settings: TrainSettings
+    loss: LatencyLoss
+    device: torch.device
 
 
 def training_space(deploy: SearchSpace, num_classes: int, resolution: int | None, width: float | None) -> SearchSpace:
@@ -86,33 +94,6 @@ def training_space(deploy: SearchSpace, num_classes: int, resolution: int | None
             f"{deploy.params}; choose another --train-resolution / --train-width"
         )
     return space
-
-
-def _runs_dir(runs_dir: str | Path | None) -> Path:
-    return Path(runs_dir) if runs_dir is not None else paths.write_dir("runs")
-
-
-def find_run(run: str | Path, runs_dir: str | Path | None = None) -> Path:
-    """A run folder by path or by id under the runs folder."""
-    p = Path(run)
-    for cand in (p, _runs_dir(runs_dir) / str(run)):
-        if (cand / "run.json").exists():
-            return cand
-    raise LatbenchError(
-        f"no proxyless run {run!r} (looked for {p}/run.json and {_runs_dir(runs_dir) / str(run)}/run.json)"
-    )
-
-
-def _source_id(source: Any) -> str:
-    model = source.model
-    table = getattr(model, "table", None)
-    if table is not None:
-        return f"table:{table.content_hash()}"
-    return f"model:{(model.fingerprint or {}).get('id')}"
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def run(
@@ -142,148 +123,178 @@ def run(
     baseline: int = 0,
     train_device: str = "auto",
     measure: bool = True,
+    step_to_budget: bool = True,
     share_weights: bool | None = None,
     run_id: str | None = None,
     runs_dir: str | Path | None = None,
-    resume: str | Path | None = None,
+    resume: str | None = None,
     progress: bool = True,
     train_settings: TrainSettings | None = None,
     loss_params: dict[str, Any] | None = None,
 ) -> SearchResult:
     """Run (or resume) a differentiable latency-constrained search; see ``latbench search proxyless --help``.
 
-    ``target``: ms (``12``, ``"12ms"``) or a share of the reachable range (``"25%"``).
+    ``target``: ``12``, ``"12ms"``, ``"0.012s"``, ``"12000us"`` or a share of the reachable range (``"25%"``).
     ``space_params``: other parameters of the deployment space (e.g. ``{"channels": 8}`` for darts).
     ``retrain``: epochs to train the derived arch from scratch (test accuracy);
     ``baseline``: that many random archs within the same budget are retrained the same way.
+    ``step_to_budget``: when the derived arch measures over the budget, derive
+    within tighter budgets, measure those and deploy the first within the budget
+    by its own noise (median + IQR <= target).
+    ``resume``: a run id under ``runs_dir`` (every other setting comes from its ``config.json``).
     """
     t_start = time.perf_counter()
     if resume is not None:
-        run_dir = find_run(resume, runs_dir)
-        doc = json.loads((run_dir / "run.json").read_text())
-        if doc.get("schema") != RUN_SCHEMA:
-            raise LatbenchError(f"{run_dir}/run.json is not a proxyless run ({doc.get('schema')!r})")
-        cfg = doc["config"]
-        deploy = get_space(cfg["space"], **cfg["space_params"])
-        source = _resolve_source(deploy, cfg["source_args"])
-        if _source_id(source) != doc["source"]["id"]:
-            raise LatbenchError(
-                f"the latency source of run {run_dir.name} changed since it started "
-                f"({doc['source']['id']} -> {_source_id(source)}); start a new run"
-            )
-        latency = ExpectedLatency(source.compiled)
-        splits = _load_data(cfg["data"], cfg["train_space_params"].get("resolution", 32), cfg["seed"])
-        train_space = get_space(cfg["space"], **cfg["train_space_params"])
-        settings = TrainSettings.from_dict(cfg["train"])
-        loss_obj = make_loss(cfg["loss"], cfg["target_ms"], **cfg.get("loss_params", {}))
-        dev = torch_device(cfg.get("train_device", "auto"))
+        folder = RunFolder.open(resume, runs_dir, engine="proxyless")
+        config = folder.read_config()
+        plan = _resume_plan(folder, config)
     else:
-        if target is None:
-            raise LatbenchError("give a latency --target (ms, e.g. 12ms, or a share of the range, e.g. 25%)")
-        if mode not in MODES:
-            raise LatbenchError(f"unknown --mode {mode!r}; known: {', '.join(MODES)}")
-        if loss not in LOSSES:
-            raise LatbenchError(f"unknown --loss {loss!r}; known: {', '.join(LOSSES)}")
-        if derive_method not in DERIVE_METHODS:
-            raise LatbenchError(f"unknown --derive {derive_method!r}; known: {', '.join(DERIVE_METHODS)}")
-        deploy = get_space(space, **{"resolution": resolution, "width": width, **(space_params or {})})
-        space_layout(deploy)  # a space without one op per decision is refused before anything else
-        source_args = {"device": device, "table": table, "predictor": predictor}
-        source = _resolve_source(deploy, source_args)
-        latency = ExpectedLatency(source.compiled)
-        bounds = latency.bounds()
-        target_ms = parse_target(target, bounds)
-        lp = dict(loss_params or {})
-        if lam is not None:
-            lp["lam"] = lam
-        loss_obj = make_loss(loss, target_ms, **lp)
-        dev = torch_device(train_device)
-        settings = train_settings or TrainSettings()
-        if epochs is not None:
-            settings.epochs = int(epochs)
-        if warmup is not None:
-            settings.warmup_epochs = int(warmup)
-        if batch_size is not None:
-            settings.batch_size = int(batch_size)
-        if alpha_lr is not None:
-            settings.alpha_lr = float(alpha_lr)
-        if share_weights is not None:
-            settings.share_weights = bool(share_weights)
-        if settings.epochs < 1 or settings.warmup_epochs < 0:
-            raise LatbenchError(
-                f"--epochs must be >= 1 and --warmup >= 0, got {settings.epochs}, {settings.warmup_epochs}"
-            )
-        probe = training_space(deploy, 10, train_resolution, train_width)
-        splits = _load_data(data, int(probe.params.get("resolution", 32)), seed)
-        train_space = training_space(deploy, splits.num_classes, train_resolution, train_width)
-        run_dir = _new_run_dir(runs_dir, run_id, deploy, loss, target_ms)
-        doc = {
-            "schema": RUN_SCHEMA,
-            "run_id": run_dir.name,
-            "created": now_iso(),
-            "engine": "proxyless",
-            "config": {
-                "space": deploy.name,
-                "space_params": deploy.params,
-                "train_space_params": train_space.params,
-                "data": data,
-                "target": str(target),
-                "target_ms": target_ms,
-                "loss": loss,
-                "loss_params": lp,
-                "mode": mode,
-                "derive": derive_method,
-                "top_k": top_k,
-                "seed": seed,
-                "train": settings.to_dict(),
-                "retrain": retrain,
-                "baseline": baseline,
-                "train_device": train_device,
-                "measure": measure,
-                "source_args": source_args,
-            },
-            "loss_settings": loss_obj.settings(),
-            "bounds_ms": list(bounds),
-            "source": {
-                "id": _source_id(source),
-                "description": source.description,
-                "device": source.device,
-                "fingerprint_id": (source.model.fingerprint or {}).get("id"),
-                "fingerprint": source.model.fingerprint,
-                "can_measure": source.can_measure,
-            },
-            "versions": library_versions(),
-        }
-        write_json(run_dir / "run.json", doc)
-        cfg = doc["config"]
-    if (run_dir / "result.json").exists():
-        done = json.loads((run_dir / "result.json").read_text())
-        return _result_from_doc(run_dir, done)
-    trainer = make_trainer(
-        train_space, cfg["mode"], latency, loss_obj, splits, settings, cfg["seed"], dev, run_dir / "checkpoint"
-    )
-    resumed = trainer.load_checkpoint()
-    if progress:
-        from latbench.service import message
-
-        what = f"resuming after epoch {trainer.epoch}" if resumed else "starting"
-        message(
-            f"proxyless run {run_dir.name}: {what} ({run_dir}); interrupt with Ctrl-C and go on with "
-            f"`latbench search proxyless --resume {run_dir.name}`",
-            stream="err",
+        if run_id is not None:
+            check_run_id(run_id)  # a bad name is refused before any data is loaded
+        args = {k: v for k, v in locals().items() if k not in ("resume", "t_start")}
+        plan = _new_plan(args)
+        folder = RunFolder.prepare(runs_dir, run_id or _default_id(runs_dir, plan))
+        config = base_config(
+            "proxyless",
+            folder.run_id,
+            plan.cfg,
+            plan.source,
+            plan.deploy,
+            {"text": plan.cfg["target"], "ms": plan.cfg["target_ms"], "range_ms": list(plan.latency.bounds())},
         )
-    _fit_with_progress(trainer, cfg, progress)
-    with torch_threads(settings.threads if dev.type == "cpu" else None):
-        return _finish(run_dir, doc, trainer, deploy, train_space, latency, source, splits, dev, t_start, progress)
+        config["loss_settings"] = plan.loss.settings()
+        folder.create(config)
+    done = folder.read_result()
+    if done is not None:
+        return result_from_doc(folder.dir, done)
+    with folder.running():
+        trainer = make_trainer(
+            plan.train_space,
+            plan.cfg["mode"],
+            plan.latency,
+            plan.loss,
+            plan.splits,
+            plan.settings,
+            plan.cfg["seed"],
+            plan.device,
+            folder.state_dir,
+        )
+        _train(folder, trainer, plan.cfg, progress)
+        with torch_threads(plan.settings.threads if plan.device.type == "cpu" else None):
+            doc = finish(folder, config, plan, trainer, t_start, progress)
+    return result_from_doc(folder.dir, doc)
+
+
+def _check_names(mode: str, loss: str, derive_method: str) -> None:
+    if mode not in MODES:
+        raise LatbenchError(f"unknown --mode {mode!r}; known: {', '.join(MODES)}")
+    if loss not in LOSSES:
+        raise LatbenchError(f"unknown --loss {loss!r}; known: {', '.join(LOSSES)}")
+    if derive_method not in DERIVE_METHODS:
+        raise LatbenchError(f"unknown --derive {derive_method!r}; known: {', '.join(DERIVE_METHODS)}")
+
+
+def _train_settings(a: dict[str, Any]) -> TrainSettings:
+    """The training settings of a new run, the named options over ``train_settings``; checked."""
+    settings = a["train_settings"] or TrainSettings()
+    for key, name, cast in (
+        ("epochs", "epochs", int),
+        ("warmup", "warmup_epochs", int),
+        ("batch_size", "batch_size", int),
+        ("alpha_lr", "alpha_lr", float),
+        ("share_weights", "share_weights", bool),
+    ):
+        if a[key] is not None:
+            setattr(settings, name, cast(a[key]))
+    if settings.epochs < 1 or settings.warmup_epochs < 0:
+        raise LatbenchError(f"--epochs must be >= 1 and --warmup >= 0, got {settings.epochs}, {settings.warmup_epochs}")
+    if settings.batch_size < 1:
+        raise LatbenchError(f"--batch-size must be >= 1, got {settings.batch_size}")
+    if not (np.isfinite(settings.alpha_lr) and settings.alpha_lr > 0):
+        raise LatbenchError(f"--alpha-lr must be > 0, got {settings.alpha_lr}")
+    return settings
+
+
+def _new_plan(a: dict[str, Any]) -> _Plan:
+    """Check the settings of a new run and build what it needs; nothing is written."""
+    if a["target"] is None:
+        raise LatbenchError("give a latency --target (ms, e.g. 12ms, or a share of the range, e.g. 25%)")
+    spec = parse_target_spec(a["target"])
+    _check_names(a["mode"], a["loss"], a["derive_method"])
+    settings = _train_settings(a)
+    if int(a["top_k"]) < 1:
+        raise LatbenchError(f"--top-k must be >= 1, got {a['top_k']}")
+    if int(a["retrain"] or 0) < 0 or int(a["baseline"] or 0) < 0:
+        raise LatbenchError(f"--retrain and --baseline must be >= 0, got {a['retrain']}, {a['baseline']}")
+    deploy = get_space(a["space"], **{"resolution": a["resolution"], "width": a["width"], **(a["space_params"] or {})})
+    space_layout(deploy)  # a space without one op per decision is refused before anything else
+    source_args = {"device": a["device"], "table": a["table"], "predictor": a["predictor"]}
+    source = _resolve_source(deploy, source_args)
+    latency = ExpectedLatency(source.compiled)
+    target_ms = parse_target(spec, latency.bounds())
+    lp = dict(a["loss_params"] or {})
+    if a["lam"] is not None:
+        lp["lam"] = a["lam"]
+    loss_obj = make_loss(a["loss"], target_ms, **lp)
+    dev = torch_device(a["train_device"])
+    probe = training_space(deploy, 10, a["train_resolution"], a["train_width"])
+    splits = _load_data(a["data"], int(probe.params.get("resolution", 32)), a["seed"])
+    train_space = training_space(deploy, splits.num_classes, a["train_resolution"], a["train_width"])
+    cfg = {
+        "space": deploy.name,
+        "space_params": deploy.params,
+        "train_space_params": train_space.params,
+        "data": a["data"],
+        "target": spec.text,
+        "target_ms": target_ms,
+        "loss": a["loss"],
+        "loss_params": lp,
+        "mode": a["mode"],
+        "derive": a["derive_method"],
+        "top_k": int(a["top_k"]),
+        "seed": int(a["seed"]),
+        "train": settings.to_dict(),
+        "retrain": a["retrain"],
+        "baseline": int(a["baseline"] or 0),
+        "train_device": a["train_device"],
+        "measure": bool(a["measure"]),
+        "step_to_budget": bool(a["step_to_budget"]),
+        "source_args": source_args,
+    }
+    return _Plan(cfg, deploy, source, latency, splits, train_space, settings, loss_obj, dev)
+
+
+def _resume_plan(folder: RunFolder, config: dict[str, Any]) -> _Plan:
+    """Rebuild a run's plan from its ``config.json``; refuses a latency source that changed since."""
+    cfg = config["settings"]
+    deploy = get_space(cfg["space"], **cfg["space_params"])
+    source = _resolve_source(deploy, cfg["source_args"])
+    before = config.get("latency_source", {}).get("vector_hash")
+    if before != source_record(source)["vector_hash"]:
+        raise LatbenchError(
+            f"the latency source of run {folder.run_id} changed since it started ({source.description}); "
+            "start a new run"
+        )
+    latency = ExpectedLatency(source.compiled)
+    splits = _load_data(cfg["data"], cfg["train_space_params"].get("resolution", 32), cfg["seed"])
+    train_space = get_space(cfg["space"], **cfg["train_space_params"])
+    settings = TrainSettings.from_dict(cfg["train"])
+    loss_obj = make_loss(cfg["loss"], cfg["target_ms"], **cfg.get("loss_params", {}))
+    dev = torch_device(cfg.get("train_device", "auto"))
+    return _Plan(cfg, deploy, source, latency, splits, train_space, settings, loss_obj, dev)
+
+
+def _default_id(runs_dir: str | Path | None, plan: _Plan) -> str:
+    cfg = plan.cfg
+    return new_run_id(runs_root(runs_dir), "proxyless", cfg["space"], cfg["loss"], f"{cfg['target_ms']:.4g}ms")
 
 
 def _resolve_source(deploy: SearchSpace, args: dict[str, Any]) -> Any:
     from latbench.service import resolve_latency_source
 
-    src = resolve_latency_source(
+    return resolve_latency_source(
         deploy, device=args.get("device"), table=args.get("table"), predictor=args.get("predictor")
     )
-    return src
 
 
 def _load_data(data: str, resolution: int, seed: int) -> Any:
@@ -292,31 +303,18 @@ def _load_data(data: str, resolution: int, seed: int) -> Any:
     return load_splits(data, resolution=resolution, seed=seed)
 
 
-def _new_run_dir(
-    runs_dir: str | Path | None, run_id: str | None, deploy: SearchSpace, loss: str, target_ms: float
-) -> Path:
-    base = _runs_dir(runs_dir)
-    if run_id:
-        d = base / run_id
-        if (d / "run.json").exists():
-            raise LatbenchError(
-                f"run {run_id!r} exists ({d}); pass --resume {run_id} to go on, or choose another --run-id"
-            )
-    else:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        name = f"proxyless-{deploy.name}-{loss}-{target_ms:.4g}ms-{stamp}"
-        d = base / name
-        n = 1
-        while d.exists():
-            n += 1
-            d = base / f"{name}-{n}"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+def _train(folder: RunFolder, trainer: SupernetTrainer, cfg: dict[str, Any], progress: bool) -> None:
+    """Resume from the last checkpoint, say so, and train to the end with a progress line."""
+    from latbench.service import message, track
 
-
-def _fit_with_progress(trainer: SupernetTrainer, cfg: dict[str, Any], progress: bool) -> None:
-    from latbench.service import track
-
+    resumed = trainer.load_checkpoint()
+    if progress:
+        what = f"resuming after epoch {trainer.epoch}" if resumed else "starting"
+        message(
+            f"proxyless run {folder.run_id}: {what} ({folder.dir}); interrupt with Ctrl-C and go on with "
+            f"`latbench search proxyless --resume {folder.run_id}`",
+            stream="err",
+        )
     total = trainer.total_epochs * trainer.steps_per_epoch
     with track(f"proxyless {cfg['loss']}/{cfg['mode']}", total=total, enabled=progress) as update:
         update(trainer.epoch * trainer.steps_per_epoch, total, status="resumed" if trainer.epoch else "")
@@ -332,200 +330,13 @@ def _fit_with_progress(trainer: SupernetTrainer, cfg: dict[str, Any], progress: 
         trainer.fit(on_step)
 
 
-def _finish(
-    run_dir: Path,
-    doc: dict[str, Any],
-    trainer: SupernetTrainer,
-    deploy: SearchSpace,
-    train_space: SearchSpace,
-    latency: ExpectedLatency,
-    source: Any,
-    splits: Any,
-    dev: torch.device,
-    t_start: float,
-    progress: bool,
-) -> SearchResult:
-    from latbench.export import export_onnx
-
-    cfg = doc["config"]
-    target_ms = float(cfg["target_ms"])
-    probs = trainer.net.probs().detach().cpu().numpy()
-    method = cfg["derive"]
-    if method == "auto":
-        method = "within-budget" if cfg["loss"] == "budget" else "argmax"
-    band = getattr(trainer.loss, "band", None)
-    floor = target_ms * (1.0 - band) if band is not None else None
-    idx = derive(probs, latency, target_ms, method, int(cfg.get("top_k", 3)), floor_ms=floor)
-    argmax_idx = probs.argmax(axis=1)
-    argmax_ms = latency.of_indices(argmax_idx)
-    arch = deploy.from_indices(idx)
-    train_arch = train_space.from_indices(idx)
-    predicted = latency.of_indices(idx)
-    with torch.no_grad():
-        expected = float(latency.expected(trainer.net.probs()))
-    valid_acc = trainer.evaluate(trainer.xv, trainer.yv, idx)  # also recalibrates BN for the export below
-    state = trainer.net.subnet_state(idx)
-    weights_from = "supernet (inherited, BN re-estimated)"
-    module = train_space.build(train_arch)
-    module.load_state_dict(state)
-    retrain_doc = baseline_doc = None
-    if cfg.get("retrain"):
-        from latbench.search.proxyless.retrain import retrain
-
-        res, module = retrain(
-            train_space,
-            train_arch,
-            splits,
-            int(cfg["retrain"]),
-            seed=int(cfg["seed"]),
-            device=dev,
-            threads=settings_threads(cfg),
-        )
-        retrain_doc = res.to_dict()
-        state = module.state_dict()
-        weights_from = f"retrained from scratch for {cfg['retrain']} epochs"
-        if int(cfg.get("baseline") or 0) > 0:
-            baseline_doc = _baseline(train_space, latency, target_ms, splits, cfg, dev)
-    save_tensors(
-        run_dir / "weights.safetensors",
-        state,
-        metadata={"arch": json.dumps(train_arch), "weights": weights_from, "format": "state_dict of space.build(arch)"},
-    )
-    g = torch.Generator().manual_seed(0)
-    export_onnx((module.eval(), torch.randn(*train_space.input_shape, generator=g)), run_dir / "model.onnx")
-    measured, note = None, None
-    if cfg.get("measure", True) and source.can_measure:
-        from latbench.service import measure_archs, network_timing
-
-        ms, _ = measure_archs(
-            source.backend, [arch], network_timing(source.backend, None, None), source.sentinel_ms, progress=progress
-        )
-        m = ms[0]
-        measured = {**m.summary(), "device": source.device, "fingerprint": source.backend.fingerprint().id}
-    elif not source.can_measure:
-        note = f"the latency source ({source.description}) is not a device that runs here"
-    else:
-        note = "measurement switched off (--no-measure)"
-    gap = predicted / target_ms - 1.0
-    choices_table = [
-        (d.name, d.options[int(j)], float(probs[i, int(j)]))
-        for i, (d, j) in enumerate(zip(deploy.decisions, idx, strict=True))
-    ]
-    result_doc: dict[str, Any] = {
-        "run_id": run_dir.name,
-        "run_dir": str(run_dir),
-        "engine": "proxyless",
-        "space": deploy.name,
-        "arch": arch,
-        "train_arch": train_arch,
-        "target_ms": target_ms,
-        "predicted_ms": predicted,
-        "gap_pct": 100.0 * gap,
-        "derive": method,
-        "argmax_ms": argmax_ms,
-        "argmax_gap_pct": 100.0 * (argmax_ms / target_ms - 1.0),
-        "repaired_decisions": int((np.asarray(idx) != argmax_idx).sum()),
-        "settle_steps": trainer.settled,
-        "within_target": bool(predicted <= target_ms * 1.05),
-        "expected_ms": expected,
-        "bounds_ms": doc["bounds_ms"],
-        "measured": measured,
-        "measured_note": note,
-        "measured_vs_predicted_pct": (100.0 * (measured["median_ms"] / predicted - 1.0)) if measured else None,
-        "supernet_valid_acc": valid_acc,
-        "retrain": retrain_doc,
-        "baseline": baseline_doc,
-        "weights_from": weights_from,
-        "epochs_run": trainer.epoch,
-        "seconds": time.perf_counter() - t_start,
-        "search_seconds": float(sum(r.seconds for r in trainer.history)),
-        "peak_rss_mb": _peak_rss_mb(),
-        "train_device": str(dev),
-        "source": doc["source"]["description"],
-        "choices_table": choices_table,
-        "finished": now_iso(),
-    }
-    write_json(
-        run_dir / "arch.json",
-        {
-            **arch,
-            "latbench": {
-                "engine": "proxyless",
-                "run_id": run_dir.name,
-                "predicted_ms": predicted,
-                "target_ms": target_ms,
-                "measured_ms": measured["median_ms"] if measured else None,
-                "source": doc["source"]["description"],
-                "train_arch": train_arch,
-            },
-        },
-    )
-    paths.atomic_write_text(run_dir / "alpha.csv", alpha_csv(trainer.alpha_log, deploy))
-    history = [_record_dict(r) for r in trainer.history]
-    paths.atomic_write_text(run_dir / "history.csv", rows_csv(history))
-    paths.atomic_write_text(run_dir / "trajectory.csv", rows_csv(trainer.trajectory))
-    plot_trajectory(
-        trainer.trajectory,
-        target_ms,
-        tuple(doc["bounds_ms"]),
-        run_dir / "trajectory.png",
-        f"{deploy.name}, loss {cfg['loss']}, mode {cfg['mode']}: target {target_ms:.2f} ms, derived {predicted:.2f} ms",
-    )
-    write_report(run_dir, result_doc, doc, history)
-    write_json(run_dir / "result.json", result_doc)
-    return _result_from_doc(run_dir, result_doc)
-
-
-def settings_threads(cfg: dict[str, Any]) -> int:
-    return int(cfg.get("train", {}).get("threads", 1))
-
-
-def _record_dict(r: EpochRecord) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(r)
-
-
-def _baseline(
-    train_space: SearchSpace,
-    latency: ExpectedLatency,
-    target_ms: float,
-    splits: Any,
-    cfg: dict[str, Any],
-    dev: torch.device,
-) -> dict[str, Any]:
-    from latbench.search.proxyless.retrain import random_archs_under_budget, retrain
-
-    n = int(cfg["baseline"])
-    idxs = random_archs_under_budget(latency, target_ms, n, seed=int(cfg["seed"]) + 1)
-    accs, preds = [], []
-    for idx in idxs:
-        res, _ = retrain(
-            train_space,
-            train_space.from_indices(idx),
-            splits,
-            int(cfg["retrain"]),
-            seed=int(cfg["seed"]),
-            device=dev,
-            threads=settings_threads(cfg),
-        )
-        accs.append(res.test_acc)
-        preds.append(latency.of_indices(idx))
-    return {
-        "n": n,
-        "test_accs": accs,
-        "predicted_ms": preds,
-        "median_test_acc": float(np.median(accs)),
-        "archs": [train_space.from_indices(i)["choices"] for i in idxs],
-    }
-
-
-def _result_from_doc(run_dir: Path, d: dict[str, Any]) -> SearchResult:
+def result_from_doc(run_dir: Path, d: dict[str, Any]) -> SearchResult:
+    tv = d.get("trained_variant")
     return SearchResult(
         run_id=d["run_id"],
         run_dir=run_dir,
         arch=d["arch"],
-        train_arch=d["train_arch"],
+        train_arch=tv["arch"] if tv else None,
         target_ms=float(d["target_ms"]),
         predicted_ms=float(d["predicted_ms"]),
         measured=d.get("measured"),

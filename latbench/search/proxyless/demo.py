@@ -42,16 +42,21 @@ def step_proxyless_search(ctx: Any) -> None:
     )
     message(f"   arch       {' '.join(str(v) for v in d['arch']['choices'].values())}")
     message(
-        f"   target     {d['target_ms']:.2f} ms   predicted {d['predicted_ms']:.2f} ms ({d['gap_pct']:+.1f} %)   "
+        f"   target     {d['target_ms']:.2f} ms   predicted {d['predicted_ms']:.2f} ms "
+        f"({d['details']['gap_pct']:+.1f} %)   "
         + (f"measured {meas['median_ms']:.2f} ms (IQR {meas['iqr_ms']:.2f})" if meas else "not measured")
+        + ("" if d["within_budget"] else f": OVER by {d['over_budget_pct']:.1f}%")
     )
+    if d.get("found"):
+        message("   (the derived arch measured over the budget; deployed a tighter one measured within it)")
     message(f"   (predicted = {what}" + (", which misses the glue between ops)" if what == "LUT sum" else ")"))
-    message(f"   run        {d['run_dir']} ({time.perf_counter() - t0:.0f} s; report.md, arch.json, model.onnx)")
+    message(f"   run        {res.run_dir} ({time.perf_counter() - t0:.0f} s; report.md, result.json, deployed.onnx)")
     ctx.results["proxyless"] = {
-        "run_dir": d["run_dir"],
+        "run_dir": str(res.run_dir),
         "target_ms": d["target_ms"],
         "predicted_ms": d["predicted_ms"],
         "latency_source": what,
         "measured_ms": meas["median_ms"] if meas else None,
+        "within_budget": d["within_budget"],
         "seconds": time.perf_counter() - t0,
     }

@@ -37,7 +37,7 @@ CHECKPOINT_STATE = "checkpoint.json"
 
 @dataclass
 class TrainSettings:
-    """Hyper-parameters of the supernet training (defaults are the ones every acceptance run used)."""
+    """Hyper-parameters of the supernet training (the defaults are the settings the end-to-end checks were run with)."""
 
     epochs: int = 30
     warmup_epochs: int = 10

@@ -10,12 +10,9 @@ offset_ms``) is applied to the expectation too, so ``E[LAT]`` of a one-hot
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import torch
 
-from latbench.errors import LatbenchError
 from latbench.predict.base import SpaceLatency
 from latbench.spaces import SearchSpace
 
@@ -86,37 +83,3 @@ def _latencies_from_layout(compiled: SpaceLatency) -> tuple[list[np.ndarray], fl
 
     lats = [np.array([ms(op) for op in cands]) for cands in layout.candidates]
     return lats, float(sum(ms(op) for _, op in layout.fixed))
-
-
-_TARGET = re.compile(r"^\s*(?P<num>[0-9]*\.?[0-9]+)\s*(?P<unit>ms|%)?\s*$")
-
-
-def parse_target(text: str | float | int, bounds: tuple[float, float]) -> float:
-    """A latency target in ms: ``12``, ``12ms`` or ``25%`` (of the way from the smallest to the largest arch).
-
-    Raises :class:`LatbenchError` (one line) for a target outside ``bounds``,
-    saying which side and what is reachable.
-    """
-    lo, hi = bounds
-    if isinstance(text, (int, float)):
-        value, unit = float(text), "ms"
-    else:
-        m = _TARGET.match(str(text))
-        if not m:
-            raise LatbenchError(f"bad --target {text!r}; use milliseconds (12 or 12ms) or a share of the range (25%)")
-        value, unit = float(m["num"]), m["unit"] or "ms"
-    if unit == "%":
-        if not 0 <= value <= 100:
-            raise LatbenchError(f"--target {text} is outside 0-100% of the latency range {lo:.3f}-{hi:.3f} ms")
-        return lo + value / 100.0 * (hi - lo)
-    if value < lo:
-        raise LatbenchError(
-            f"target {value:g} ms is below the smallest arch of the space ({lo:.3f} ms); "
-            f"reachable: {lo:.3f}-{hi:.3f} ms"
-        )
-    if value > hi:
-        raise LatbenchError(
-            f"target {value:g} ms is above the largest arch of the space ({hi:.3f} ms), so every arch meets it; "
-            f"reachable: {lo:.3f}-{hi:.3f} ms"
-        )
-    return value

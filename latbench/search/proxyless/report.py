@@ -1,6 +1,6 @@
 """What a run writes besides its checkpoint.
 
-``alpha.csv``, ``history.csv``, ``trajectory.csv`` / ``trajectory.png`` and ``report.md``.
+``alpha.csv``, ``history.csv`` (one row per epoch), ``trajectory.csv`` / ``trajectory.png`` and ``report.md``.
 """
 
 from __future__ import annotations
@@ -68,11 +68,10 @@ def plot_trajectory(
     bx.set_ylabel("multiplier")
     bx.set_xlabel("alpha step")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    tmp.replace(path)
+    paths.atomic_write_bytes(path, buf.getvalue())
     return path
 
 
@@ -84,13 +83,14 @@ def _fmt(v: Any, unit: str = "", nd: int = 3) -> str:
     return f"{v}{unit}"
 
 
-def write_report(run_dir: Path, result: dict[str, Any], run_doc: dict[str, Any], history: list[dict[str, Any]]) -> Path:
-    """``report.md``: the answer first, then where the numbers come from."""
-    cfg = run_doc["config"]
+def write_report(run_dir: Path, result: dict[str, Any], config: dict[str, Any], history: list[dict[str, Any]]) -> Path:
+    """``report.md``: the verdict on the budget first, then where the numbers come from."""
+    cfg = config["settings"]
+    d = result["details"]
     meas = result.get("measured")
-    lines = [
-        f"# ProxylessNAS search {result['run_id']}",
-        "",
+    tv = result.get("trained_variant") or {}
+    lines = [f"# ProxylessNAS search {result['run_id']}", "", *_budget_lines(result), ""]
+    lines += [
         f"Loss `{cfg['loss']}`, mode `{cfg['mode']}`, derive `{cfg['derive']}`, seed {cfg['seed']}, "
         f"{cfg['train']['warmup_epochs']} warmup + {cfg['train']['epochs']} search epochs on `{cfg['data']}`.",
         "",
@@ -99,29 +99,30 @@ def write_report(run_dir: Path, result: dict[str, Any], run_doc: dict[str, Any],
         "| | ms |",
         "| --- | --- |",
         f"| target | {result['target_ms']:.3f} |",
-        f"| derived arch, predicted | {result['predicted_ms']:.3f} ({result['gap_pct']:+.1f} % vs target) |",
-        f"| derived arch, measured (median) | {_fmt(meas and meas['median_ms'])}"
+        f"| deployed arch, {result['predicted_kind']} | {result['predicted_ms']:.3f} "
+        f"({d['gap_pct']:+.1f} % vs target) |",
+        f"| deployed arch, measured (median) | {_fmt(meas and meas['median_ms'])}"
         + (f" (IQR {meas['iqr_ms']:.3f}, p90 {meas['p90_ms']:.3f}, n={meas['n']}) |" if meas else " |"),
-        f"| argmax arch at the end, predicted | {result['argmax_ms']:.3f} ({result['argmax_gap_pct']:+.1f} %) |",
-        f"| supernet E[LAT] at the end | {result['expected_ms']:.3f} |",
-        f"| reachable range of the space | {result['bounds_ms'][0]:.3f} - {result['bounds_ms'][1]:.3f} |",
+        f"| argmax arch at the end, predicted | {d['argmax_ms']:.3f} ({d['argmax_gap_pct']:+.1f} %) |",
+        f"| supernet E[LAT] at the end | {d['expected_ms']:.3f} |",
+        f"| reachable range of the space | {d['bounds_ms'][0]:.3f} - {d['bounds_ms'][1]:.3f} |",
         "",
-        f"Within 5 % of the target or below: **{'yes' if result['within_target'] else 'no'}**. "
-        f"Derived with `{result['derive']}`: {result['repaired_decisions']} decision(s) differ from the argmax arch; "
-        f"settling took {result['settle_steps']} alpha step(s).",
+        f"Derived with `{d['derive']}`: {d['repaired_decisions']} decision(s) differ from the argmax arch; "
+        f"settling took {d['settle_steps']} alpha step(s).",
     ]
     if not meas:
-        lines += ["", f"Not measured: {result.get('measured_note', 'no device to run on here')}."]
+        lines += ["", f"Not measured: {result.get('measured_note') or 'no device to run on here'}."]
     lines += [
         "",
         "## What was trained and what was timed",
         "",
         f"- **Latency is counted on the deployment space** `{cfg['space']}` {cfg['space_params']} "
-        f"with {run_doc['source']['description']}.",
+        f"with {result['latency_source']}; `deployed.onnx` / `deployed.json` are that network.",
         f"- **Weights and alpha were trained on** `{cfg['data']}` with the variant {cfg['train_space_params']} "
         "(same decisions and options).",
-        "- `arch.json` holds both archs (same choices); `model.onnx` and `weights.safetensors` are the trained "
-        f"network of the training variant ({result.get('weights_from', 'supernet')} weights).",
+        f"- `trained-variant.onnx` and `trained-variant.safetensors` are the **training variant** "
+        f"({tv.get('weights_from', 'supernet')} weights), not the deployed network. Accuracy "
+        f"{_fmt(result.get('accuracy'))}: {d.get('accuracy_of')}.",
         "",
         "## Latency trajectory",
         "",
@@ -140,10 +141,51 @@ def write_report(run_dir: Path, result: dict[str, Any], run_doc: dict[str, Any],
             f"| {r['epoch']} | {r['phase']} | {r['train_loss']:.3f} | {r['train_acc']:.3f} | {r['valid_acc']:.3f} | "
             f"{r['expected_ms']:.2f} | {r['derived_ms']:.2f} | {r['multiplier']:.3f} | {r['seconds']:.1f} |"
         )
-    lines += ["", "## Derived arch", "", "| decision | choice | p |", "| --- | --- | --- |"]
-    for name, choice, p in result["choices_table"]:
+    lines += ["", "## Deployed arch", "", "| decision | choice | p |", "| --- | --- | --- |"]
+    for name, choice, p in d["choices_table"]:
         lines.append(f"| {name} | {choice} | {p:.3f} |")
-    rt = result.get("retrain")
+    lines += _retrain_lines(d)
+    lines += [
+        "",
+        "## Settings and provenance",
+        "",
+        f"- latency source: {result['latency_source']} ({result['predicted_kind']}; "
+        f"fingerprint `{config['latency_source'].get('fingerprint')}`)",
+        f"- training device: {d.get('train_device')}; wall time {d['seconds']:.1f} s; "
+        f"peak RSS {d['peak_rss_mb']:.0f} MB",
+        f"- loss settings: {config.get('loss_settings')}",
+        f"- train settings: {cfg['train']}",
+        f"- library versions: {config['versions']}",
+        "",
+    ]
+    path = run_dir / "report.md"
+    paths.atomic_write_text(path, "\n".join(lines))
+    return path
+
+
+def _budget_lines(result: dict[str, Any]) -> list[str]:
+    m = result.get("measured")
+    if m:
+        lat = f"measured {m['median_ms']:.3f} ms (IQR {m['iqr_ms']:.3f})"
+    else:
+        lat = f"{result['predicted_kind']} {result['predicted_ms']:.3f} ms (not measured)"
+    verdict = "within" if result["within_budget"] else f"OVER by {result['over_budget_pct']:.1f}%"
+    lines = [f"**Budget {result['target_ms']:.3f} ms: {lat}: {verdict}.**"]
+    found = result.get("found")
+    if found:
+        lines += [
+            "",
+            f"**The derived arch measured {found['measured']['median_ms']:.3f} ms, OVER the budget; the deployed "
+            "arch is derived within a tighter budget and measured within the target (median + IQR).**",
+        ]
+    elif m and not result["within_budget"]:
+        lines += ["", "**The deployed arch measures OVER the budget: no measured candidate was within it.**"]
+    return lines
+
+
+def _retrain_lines(d: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    rt = d.get("retrain")
     if rt:
         lines += [
             "",
@@ -152,7 +194,7 @@ def write_report(run_dir: Path, result: dict[str, Any], run_doc: dict[str, Any],
             f"{rt['epochs']} epochs on train + valid, accuracy on the held-out test split: **{rt['test_acc']:.4f}** "
             f"({rt['seconds']:.0f} s).",
         ]
-    bl = result.get("baseline")
+    bl = d.get("baseline")
     if bl:
         accs = ", ".join(f"{a:.4f}" for a in bl["test_accs"])
         lines += [
@@ -162,19 +204,4 @@ def write_report(run_dir: Path, result: dict[str, Any], run_doc: dict[str, Any],
             + ", ".join(f"{m:.1f}" for m in bl["predicted_ms"])
             + ").",
         ]
-    lines += [
-        "",
-        "## Settings and provenance",
-        "",
-        f"- latency source: {run_doc['source']['description']} "
-        f"(fingerprint `{run_doc['source'].get('fingerprint_id')}`)",
-        f"- training device: {result.get('train_device')}; wall time {result['seconds']:.1f} s; "
-        f"peak RSS {result['peak_rss_mb']:.0f} MB",
-        f"- loss settings: {run_doc['loss_settings']}",
-        f"- train settings: {cfg['train']}",
-        f"- library versions: {run_doc['versions']}",
-        "",
-    ]
-    path = run_dir / "report.md"
-    paths.atomic_write_text(path, "\n".join(lines))
-    return path
+    return lines

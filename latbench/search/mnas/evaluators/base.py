@@ -23,7 +23,6 @@ from __future__ import annotations
 import time
 import traceback
 from abc import ABC
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -92,16 +91,6 @@ class EvalResult:
             self.source = ["real"] * n
         if not self.notes:
             self.notes = [""] * n
-
-    @classmethod
-    def concat(cls, parts: Sequence[EvalResult]) -> EvalResult:
-        return cls(
-            np.concatenate([p.accuracy for p in parts]),
-            [e for p in parts for e in p.errors],
-            np.concatenate([p.seconds for p in parts]),
-            [s for p in parts for s in p.source],
-            [s for p in parts for s in p.notes],
-        )
 
 
 def short_error(exc: BaseException) -> str:

@@ -282,17 +282,6 @@ class RLStrategy(Strategy):
                 self.opt.step()
         self.updates += 1
 
-    def greedy(self) -> np.ndarray:
-        """The controller's most likely arch (argmax at every step), for reports."""
-        import torch
-
-        with torch.no_grad():
-            saved = self.policy.temperature
-            self.policy.temperature = 1e-3
-            acts, _, _ = self.policy(1, generator=torch.Generator().manual_seed(0))
-            self.policy.temperature = saved
-        return acts.numpy()[0].astype(np.int64)
-
     # ------------------------------------------------------------------ state
     def state_dict(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         state, arrays = super().state_dict()
