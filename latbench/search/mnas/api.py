@@ -13,7 +13,7 @@ finished, with more ``trials``) run.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from latbench.search.mnas.evaluators import ArchBatch, Evaluator, make_evaluator
 from latbench.search.mnas.history import History
 from latbench.search.mnas.problem import SearchProblem
 from latbench.search.mnas.reward import Constraints, Reward, ScoreScale, parse_target
-from latbench.search.mnas.rundir import RunWriter, finish_run, restore_state
+from latbench.search.mnas.rundir import RunResult, RunWriter, finish_run, restore_state
 from latbench.search.mnas.strategies import Strategy, make_strategy
 from latbench.search.runstore import RunFolder, base_config, new_run_id, runs_root
 from latbench.search.target import TargetSpec, parse_target_spec
@@ -124,23 +124,6 @@ def score_scale(problem: SearchProblem, evaluator: Evaluator, seed: int, n: int 
 
 
 # ----------------------------------------------------------------------------- run folders
-@dataclass
-class RunResult:
-    """What :func:`run` returns: the run folder, ``result.json``'s content, the measured top-k, the summary."""
-
-    run_dir: Path
-    result: dict[str, Any]
-    best: dict[str, Any]
-    top: list[dict[str, Any]]
-    summary: dict[str, Any]
-    config: dict[str, Any]
-    engine: SearchEngine | None = field(default=None, repr=False)
-
-    @property
-    def run_id(self) -> str:
-        return self.run_dir.name
-
-
 @dataclass
 class _Setup:
     """Everything a run needs before its first trial, built from its settings."""

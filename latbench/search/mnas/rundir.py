@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,12 +31,26 @@ from latbench.search.runstore import (
 )
 from latbench.spaces import SearchSpace
 
-if TYPE_CHECKING:
-    from latbench.search.mnas.api import RunResult
-
 STATE_SCHEMA = "latbench.mnas-state/1"
 #: extra candidates measured, at most, when the top-k all land over the budget
 EXTRA_MEASURED = 3
+
+
+@dataclass
+class RunResult:
+    """What :func:`run` returns: the run folder, ``result.json``'s content, the measured top-k, the summary."""
+
+    run_dir: Path
+    result: dict[str, Any]
+    best: dict[str, Any]
+    top: list[dict[str, Any]]
+    summary: dict[str, Any]
+    config: dict[str, Any]
+    engine: SearchEngine | None = field(default=None, repr=False)
+
+    @property
+    def run_id(self) -> str:
+        return self.run_dir.name
 
 
 class RunWriter:
@@ -268,7 +284,6 @@ def finish_run(
     progress: bool,
 ) -> RunResult:
     """Top-k (measured where the device runs here, stepped within budget), result.json, deployed.onnx, plot, report."""
-    from latbench.search.mnas.api import RunResult
     from latbench.search.mnas.report import pareto_plot, write_report
 
     args = {**args, "_run_id": folder.run_id}
