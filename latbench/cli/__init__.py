@@ -63,6 +63,40 @@ def _usage_line(exc: typer.TyperException) -> str:
     return msg
 
 
+def command_options() -> dict[str, list[str]]:
+    """Every command of the app (``"table build"``) with its parameters in order: arguments in upper case
+    (``SPACE``), options by their long names (``--out``, a flag pair as ``--measure/--no-measure``).
+
+    The README's options table is checked against this (:func:`options_markdown` writes it), so it stays true.
+    """
+    found: dict[str, list[str]] = {}
+
+    def walk(cmd: Any, path: list[str]) -> None:
+        commands = getattr(cmd, "commands", None)
+        if commands:
+            for name, sub in commands.items():
+                walk(sub, [*path, name])
+            return
+        names: list[str] = []
+        for p in cmd.params:
+            if p.param_type_name == "argument":
+                names.append(str(p.name).upper())
+            else:
+                names.append("/".join(o for o in [*p.opts, *p.secondary_opts] if o.startswith("--")))
+        found[" ".join(path)] = names
+
+    walk(typer.main.get_command(app), [])
+    return found
+
+
+def options_markdown() -> str:
+    """The README's table of every command and its options (regenerate it with this after changing the CLI)."""
+    lines = ["| command | arguments and options |", "| --- | --- |"]
+    for cmd, names in sorted(command_options().items()):
+        lines.append(f"| `latbench {cmd}` | {' '.join(f'`{n}`' for n in names)} |")
+    return "\n".join(lines) + "\n"
+
+
 def _has_resume(argv: list[str]) -> bool:
     """Whether the command ``argv`` names takes ``--resume`` (only then does Ctrl-C suggest it)."""
     cmd: Any = typer.main.get_command(app)

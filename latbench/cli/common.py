@@ -239,7 +239,7 @@ MinTimeOpt = Annotated[
     float | None, typer.Option(callback=positive_seconds, help="Seconds of timed calls per item (above 0).")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
-ForceOpt = Annotated[bool, typer.Option(help="Overwrite an existing output file.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")]
 
 
 def new_file(path: Path | None, force: bool, option: str = "--out") -> Path | None:

@@ -100,7 +100,7 @@ def profile(
         list[str] | None, typer.Option("--set", help="Other backend setting, key=value (repeatable).")
     ] = None,
     force: Annotated[
-        bool, typer.Option(help="Replace an existing profile of that name (its tables no longer match it).")
+        bool, typer.Option("--force", help="Replace an existing profile of that name (its tables no longer match it).")
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -373,7 +373,7 @@ def table_merge(
     target: Annotated[Path, typer.Argument(help="Table to add rows to (written in place).")],
     sources: Annotated[list[Path], typer.Argument(help="Tables whose missing rows are added.")],
     force: Annotated[
-        bool, typer.Option(help="Also take rows measured on another device (marked merged_from).")
+        bool, typer.Option("--force", help="Also take rows measured on another device (marked merged_from).")
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:

@@ -72,7 +72,9 @@ def calibrate_cmd(
     write_table: Annotated[
         Path | None, typer.Option(help="Also write the predicted reference-device table here.")
     ] = None,
-    force: Annotated[bool, typer.Option(help="Overwrite an existing profile (--name) or --write-table file.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite an existing profile (--name) or --write-table file.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Fit emulated latencies to a real device's table on K reference ops; report accuracy on the unseen ones."""

@@ -49,7 +49,7 @@ def predictor_train(
     out_path: Annotated[
         Path | None, typer.Option("--out", help="Predictor file (default predictors/<device>/<space>-<model>.json).")
     ] = None,
-    force: Annotated[bool, typer.Option(help="Overwrite an existing predictor file.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing predictor file.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Train a latency predictor on one or more tables of one device and save it (JSON, safe formats)."""
@@ -134,7 +134,7 @@ def predictor_eval(
         ),
     ] = None,
     force: Annotated[
-        bool, typer.Option(help="Use predictors of another device anyway; overwrite an existing --out.")
+        bool, typer.Option("--force", help="Use predictors of another device anyway; overwrite an existing --out.")
     ] = False,
     space: Annotated[str | None, typer.Option(help="Space of archs that do not name one.")] = None,
     as_json: JsonOpt = False,
@@ -229,7 +229,7 @@ def predict(
     arch: Annotated[Path | None, typer.Option(help="Arch JSON or JSONL.")] = None,
     onnx: Annotated[Path | None, typer.Option(help="Any ONNX model: split into kernels and predicted.")] = None,
     device: Annotated[str | None, typer.Option(help="Check that the predictor belongs to this device.")] = None,
-    force: Annotated[bool, typer.Option(help="Use a predictor of another device anyway.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Use a predictor of another device anyway.")] = False,
     space: Annotated[str | None, typer.Option(help="Space of archs that do not name one.")] = None,
     breakdown: Annotated[bool, typer.Option(help="Print the per-op / per-kernel breakdown.")] = True,
     as_json: JsonOpt = False,
