@@ -173,7 +173,7 @@ def check_threads(threads: int | None, option: str = "--threads") -> int | None:
 
 
 #: backend settings that are counts (at least 1) and positive or non-negative amounts; checked before a backend is made
-_COUNT_SETTINGS = ("batch", "inter_threads", "samples")
+_COUNT_SETTINGS = ("batch", "inter_threads", "calibration_samples")
 _POSITIVE_SETTINGS = ("speed", "gflops", "gbps")
 _NONNEGATIVE_SETTINGS = ("noise", "overhead_ms")
 

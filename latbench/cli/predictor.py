@@ -61,8 +61,10 @@ def predictor_train(
         raise LatbenchError(f"unknown model {model!r}; known: {', '.join(MODEL_NAMES)}")
     tables = [LatencyTable.load(t) for t in table]
     dev_name = (tables[0].device or {}).get("name") or tables[0].fingerprint_id
-    if out_path is not None:
-        new_file(out_path, force)
+    from latbench.predict.training import space_of_tables
+
+    space = space_of_tables(tables)
+    new_file(out_path or default_predictor_path(dev_name, space.name if space else tables[0].space, model), force)
     backend = None
     sentinel = None
     dev_record = tables[0].device
