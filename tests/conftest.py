@@ -1,4 +1,4 @@
-"""Shared fixtures: an isolated LATBENCH_HOME, the published phone LUTs, small helpers."""
+"""Shared fixtures: an isolated LATBENCH_HOME, the published phone LUTs (shipped), small helpers."""
 
 from __future__ import annotations
 
@@ -9,9 +9,13 @@ import pytest
 from latbench.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_LUTS = REPO.parent / "shared" / "data" / "luts"
-PIXEL1_YAML = SHARED_LUTS / "proxylessnas_pixel1_mobile.yaml"
-NOTE10_YAML = SHARED_LUTS / "ofa_mbv3_note10_224.yaml"
+#: the published YAML LUTs the shipped tables were imported from (byte-identical copies, see their README)
+PUBLISHED_LUTS = REPO / "latbench" / "testing" / "published"
+PIXEL1_YAML = PUBLISHED_LUTS / "proxylessnas_pixel1_mobile.yaml"
+NOTE10_YAML = PUBLISHED_LUTS / "ofa_mbv3_note10_224.yaml"
+#: the shipped latbench tables of the same data
+PIXEL1_TABLE = REPO / "tables" / "pixel1" / "proxyless-mobile.json"
+NOTE10_TABLE = REPO / "tables" / "note10" / "ofa-mbv3.json"
 
 
 @pytest.fixture
@@ -25,8 +29,9 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def need_luts() -> None:
-    if not PIXEL1_YAML.exists():
-        pytest.skip("../shared/data/luts is not beside the checkout")
+    """The published LUTs ship with the checkout: a missing one is a broken checkout, not a reason to skip."""
+    for f in (PIXEL1_YAML, NOTE10_YAML, PIXEL1_TABLE, NOTE10_TABLE):
+        assert f.is_file(), f"{f} is missing from the checkout"
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

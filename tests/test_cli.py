@@ -154,3 +154,79 @@ def test_profile_retimes_a_noisy_sentinel(home: Path, capsys) -> None:
     assert code == 0, err
     assert "stayed noisy after 4 attempts" in err and out.startswith("fake-")
     assert "sentinel_ms" in (home / "devices" / "loud.toml").read_text()
+
+
+# ----------------------------------------------------------------------------- shipped data, packaging
+def test_published_lut_fixtures_are_the_shipped_tables_sources() -> None:
+    """The YAML copies the tests import are byte for byte the files the shipped tables record."""
+    import hashlib
+
+    from latbench.table import LatencyTable
+
+    from .conftest import NOTE10_TABLE, NOTE10_YAML, PIXEL1_TABLE
+
+    for yaml_path, table in ((PIXEL1_YAML, PIXEL1_TABLE), (NOTE10_YAML, NOTE10_TABLE)):
+        digest = hashlib.sha256(yaml_path.read_bytes()).hexdigest()
+        assert LatencyTable.load(table).source["sha256"] == digest, yaml_path
+
+
+def test_wheel_carries_the_data_folders_and_paths_finds_them(tmp_path: Path) -> None:
+    """A wheel has no checkout: devices/, tables/, predictors/ ship as latbench/_data/ and are found there."""
+    import os
+    import subprocess
+    import sys
+    import zipfile
+
+    from .conftest import REPO
+
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LATBENCH_HOME")}
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+            str(REPO),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    (wheel,) = tmp_path.glob("latbench-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for kind in ("devices", "tables", "predictors"):
+        shipped = {
+            f"latbench/_data/{kind}/{p.relative_to(REPO / kind).as_posix()}"
+            for p in (REPO / kind).rglob("*")
+            if p.is_file() and p.suffix in (".toml", ".json", ".md")
+        }
+        assert shipped and shipped <= names, sorted(shipped - names)[:5]
+    assert not [n for n in names if n.startswith("latbench/_data/") and n.endswith(".py")]
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    probe = (
+        "from latbench import paths; "
+        "print(paths.find('devices', 'mobile-1t.toml')); "
+        "print(paths.find('predictors', 'pixel1/proxyless-mobile-xgboost.json'))"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        env={**env, "PYTHONPATH": str(site)},
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    found = res.stdout.split()
+    assert found == [
+        str(site / "latbench" / "_data" / "devices" / "mobile-1t.toml"),
+        str(site / "latbench" / "_data" / "predictors" / "pixel1" / "proxyless-mobile-xgboost.json"),
+    ]

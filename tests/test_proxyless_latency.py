@@ -17,16 +17,14 @@ from latbench.search.proxyless.latency import ExpectedLatency
 from latbench.search.proxyless.losses import AddLoss, BudgetLoss, MulLogLoss, make_loss
 from latbench.search.target import parse_target
 from latbench.spaces import get_space
-from latbench.table import LatencyTable, import_published
+from latbench.table import LatencyTable
 
-from .conftest import PIXEL1_YAML
+from .conftest import PIXEL1_TABLE
 
 
 @pytest.fixture(scope="module")
 def pixel1() -> LatencyTable:
-    if not PIXEL1_YAML.exists():
-        pytest.skip("../shared/data/luts is not beside the checkout")
-    return import_published(PIXEL1_YAML, "proxyless")
+    return LatencyTable.load(PIXEL1_TABLE)
 
 
 @pytest.fixture(scope="module")

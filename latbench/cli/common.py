@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
+import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -32,14 +36,16 @@ class RichReporter:
 
     When stderr is not a terminal (CI logs, pipes, ``make demo > log``) a bar
     would print truncated frames, so progress is a plain line at most every
-    few seconds and at the end.
+    few seconds and at the end. ``messages_to_stderr`` sends result lines to
+    stderr too (a command printing ``--json`` keeps stdout for the JSON).
     """
 
-    def __init__(self, line_every_s: float = 5.0) -> None:
+    def __init__(self, line_every_s: float = 5.0, messages_to_stderr: bool = False) -> None:
         self.line_every_s = line_every_s
+        self.messages_to_stderr = messages_to_stderr
 
     def message(self, text: str, stream: str = "out") -> None:
-        (console if stream == "err" else out).print(text)
+        (console if stream == "err" or self.messages_to_stderr else out).print(text)
 
     @contextmanager
     def progress(self, description: str, total: int | None) -> Iterator[Callable[..., None]]:
@@ -116,21 +122,138 @@ def progress_bar(description: str, total: int | None = None, enabled: bool = Tru
     return track(description, total, enabled)
 
 
+def machine_cores() -> list[int]:
+    """The cores this process may run on (its affinity), else ``0..cpu_count-1``."""
+    try:
+        import psutil
+
+        return sorted(psutil.Process().cpu_affinity())
+    except (ImportError, AttributeError, OSError):
+        return list(range(os.cpu_count() or 1))
+
+
 def parse_cores(text: str | None) -> list[int] | None:
-    """``"0,1"`` or ``"0-3"`` -> list of core ids."""
+    """``"0,1"`` or ``"0-3"`` -> list of core ids; refuses reversed ranges, repeats and cores this machine lacks."""
     if not text:
         return None
     cores: list[int] = []
     try:
         for part in text.split(","):
-            if "-" in part:
+            if "-" in part.strip()[1:]:
                 a, b = part.split("-")
-                cores.extend(range(int(a), int(b) + 1))
+                lo, hi = int(a), int(b)
+                if lo > hi:
+                    raise LatbenchError(f"bad core range {part.strip()!r} in {text!r}: the first core is the lower")
+                cores.extend(range(lo, hi + 1))
             else:
                 cores.append(int(part))
     except ValueError:
         raise LatbenchError(f"bad core list {text!r}; use e.g. 0,1 or 0-3") from None
+    have = machine_cores()
+    bad = sorted({c for c in cores if c not in have})
+    if bad:
+        raise LatbenchError(f"cores {bad} do not exist on this machine (it has cores {_ranges(have)}); see --cores")
+    if len(set(cores)) != len(cores):
+        raise LatbenchError(f"core list {text!r} names a core twice")
     return cores
+
+
+def _ranges(cores: list[int]) -> str:
+    return f"{cores[0]}..{cores[-1]}" if cores == list(range(cores[0], cores[-1] + 1)) else ",".join(map(str, cores))
+
+
+def check_threads(threads: int | None, option: str = "--threads") -> int | None:
+    """Intra-op threads: at least 1 and no more than the cores this process may use (more only thrash)."""
+    if threads is None:
+        return None
+    n = len(machine_cores())
+    if not 1 <= threads <= n:
+        raise LatbenchError(f"{option} {threads}: use 1 to {n} (the cores this machine lets latbench use)")
+    return threads
+
+
+#: backend settings that are counts (at least 1) and positive or non-negative amounts; checked before a backend is made
+_COUNT_SETTINGS = ("batch", "inter_threads", "calibration_samples")
+_POSITIVE_SETTINGS = ("speed", "gflops", "gbps")
+_NONNEGATIVE_SETTINGS = ("noise", "overhead_ms")
+
+
+def check_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """Refuse backend settings (``--set``) that are nonsense whatever the backend: threads beyond the cores,
+    a batch of 0, a negative or non-finite speed. The backend still checks the names and its own rules."""
+    for key, value in settings.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise LatbenchError(f"--set {key}={value}: not a finite number")
+    if "threads" in settings and settings["threads"] is not None:
+        if not isinstance(settings["threads"], int) or isinstance(settings["threads"], bool):
+            raise LatbenchError(f"--set threads={settings['threads']!r}: give a whole number")
+        check_threads(settings["threads"], "threads")
+    if isinstance(settings.get("cores"), str):
+        settings["cores"] = parse_cores(settings["cores"])
+    elif isinstance(settings.get("cores"), list):
+        parse_cores(",".join(str(c) for c in settings["cores"]))
+    for key in _COUNT_SETTINGS:
+        v = settings.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise LatbenchError(f"--set {key}={v!r}: give a whole number >= 1")
+    for key, low_ok in [*((k, False) for k in _POSITIVE_SETTINGS), *((k, True) for k in _NONNEGATIVE_SETTINGS)]:
+        v = settings.get(key)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int | float) or v < 0 or (v == 0 and not low_ok):
+            raise LatbenchError(f"--set {key}={v!r}: give a number {'>= 0' if low_ok else '> 0'}")
+    return settings
+
+
+# ----------------------------------------------------------------------------- option checks (typer callbacks)
+def positive_seconds(value: float | None) -> float | None:
+    """``--min-time`` and the like: a finite number of seconds above 0 (``nan``, ``inf``, ``-1`` are refused)."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"{value} is not a finite number of seconds above 0")
+    return value
+
+
+def positive_finite(value: float | None) -> float | None:
+    """A width multiplier and the like: finite and above 0."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"{value} is not a finite number above 0")
+    return value
+
+
+def check_device_name(value: str | None) -> str | None:
+    """A name that becomes a file (``devices/<name>.toml``): :func:`latbench.paths.check_name` as a usage error."""
+    from latbench import paths
+
+    if value is not None:
+        try:
+            paths.check_name(value, "name")
+        except LatbenchError as exc:
+            raise typer.BadParameter(str(exc).removeprefix("bad name ")) from None
+    return value
+
+
+#: ``--seed``: numpy takes seeds 0 .. 2**32-1
+SeedOpt = Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Random seed.")]
+#: ``--min-time``
+MinTimeOpt = Annotated[
+    float | None, typer.Option(callback=positive_seconds, help="Seconds of timed calls per item (above 0).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")]
+
+
+def new_file(path: Path | None, force: bool, option: str = "--out") -> Path | None:
+    """An output file checked before any work: refused when it exists (unless ``--force``), is not a regular file,
+    or its folder cannot be written. Nothing is created but the folder."""
+    from latbench import paths
+
+    if path is None:
+        return None
+    paths.check_writable_target(path)
+    if path.exists() and not force:
+        raise LatbenchError(f"{path} exists; pass --force to overwrite it or choose another {option}")
+    paths.ensure_writable_dir(path.parent if str(path.parent) else Path("."))
+    return path
 
 
 def parse_settings(pairs: list[str] | None) -> dict[str, Any]:

@@ -11,14 +11,32 @@ import numpy as np
 import typer
 
 from latbench import paths
-from latbench.cli.common import console, emit, out, parse_cores, parse_settings, progress_bar
+from latbench.cli.common import (
+    ForceOpt,
+    JsonOpt,
+    MinTimeOpt,
+    SeedOpt,
+    check_device_name,
+    check_settings,
+    check_threads,
+    console,
+    emit,
+    new_file,
+    out,
+    parse_cores,
+    parse_settings,
+    positive_finite,
+    progress_bar,
+)
 from latbench.device import DeviceProfile, list_profiles, now_iso
 from latbench.errors import LatbenchError, TableError
 from latbench.service import measure_archs, network_timing, open_device
 from latbench.spaces import SPACES, get_space, load_archs, space_of
 from latbench.table import LatencyTable, build_table, default_table_path, import_published
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+ResolutionOpt = Annotated[int | None, typer.Option(min=1, help="Input resolution of the space.")]
+WidthOpt = Annotated[float | None, typer.Option(callback=positive_finite, help="Width multiplier of the space.")]
+DriftOpt = Annotated[str | None, typer.Option(help="Drift handling: sentinel, interleave or none.")]
 
 space_app = typer.Typer(help="Search spaces: list them, sample archs.", no_args_is_help=True)
 table_app = typer.Typer(help="Latency lookup tables: build, show, export, import.", no_args_is_help=True)
@@ -72,13 +90,18 @@ def profile(
     backend: Annotated[
         str, typer.Argument(help="Backend to profile: torch-cpu, ort-cpu, ort-mobile, torch-cuda, fake.")
     ],
-    threads: Annotated[int | None, typer.Option(help="Intra-op threads.")] = None,
+    threads: Annotated[int | None, typer.Option(help="Intra-op threads (1 to the number of cores).")] = None,
     cores: Annotated[str | None, typer.Option(help="Pin to these cores, e.g. 0,1 or 0-3.")] = None,
-    name: Annotated[str | None, typer.Option(help="Profile name (file devices/<name>.toml).")] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(callback=check_device_name, help="Profile name (file devices/<name>.toml; default the backend)."),
+    ] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Other backend setting, key=value (repeatable).")
     ] = None,
-    out_path: Annotated[Path | None, typer.Option("--out", help="Write the TOML here instead.")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing profile of that name (its tables no longer match it).")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Fingerprint a device, time the drift sentinel, write devices/<name>.toml, print the id."""
@@ -86,9 +109,18 @@ def profile(
 
     settings: dict[str, Any] = parse_settings(set_)
     if threads is not None:
-        settings["threads"] = threads
+        settings["threads"] = check_threads(threads)
     if cores is not None:
         settings["cores"] = parse_cores(cores)
+    check_settings(settings)
+    target = paths.write_dir("devices") / f"{paths.check_name(name or backend, 'profile name')}.toml"
+    if target.exists() and not force:
+        raise LatbenchError(
+            f"profile {target} exists (tables measured with it would no longer match); pass --force to replace it "
+            "or choose another --name"
+        )
+    paths.check_writable_target(target)
+    paths.ensure_writable_dir(target.parent)
     be = get_backend(backend, **settings)
     fp = be.fingerprint()
     sentinel = be.measure_sentinel()
@@ -101,7 +133,7 @@ def profile(
         description=f"{backend} on {fp.host.get('cpu_model', '?')}",
         created=now_iso(),
     )
-    path = prof.save(out_path)
+    path = prof.save(target)
     result = {
         "name": prof.name,
         "id": fp.id,
@@ -141,15 +173,17 @@ def space_list(as_json: JsonOpt = False) -> None:
 @space_app.command("sample")
 def space_sample(
     space: Annotated[str, typer.Argument(help="Space name.")],
-    n: Annotated[int, typer.Option("--n", help="How many archs.")] = 10,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    resolution: Annotated[int | None, typer.Option(help="Input resolution.")] = None,
-    width: Annotated[float | None, typer.Option(help="Width multiplier.")] = None,
+    n: Annotated[int, typer.Option("--n", min=1, help="How many archs.")] = 10,
+    seed: SeedOpt = 0,
+    resolution: ResolutionOpt = None,
+    width: WidthOpt = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="Write archs as JSONL here.")] = None,
+    force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Sample random archs of a space (uniform over each decision)."""
     s = get_space(space, resolution=resolution, width=width)
+    new_file(out_path, force)
     rng = np.random.default_rng(seed)
     archs = [s.from_indices(i) for i in s.sample_indices(rng, n)]
     text = "".join(json.dumps(a) + "\n" for a in archs)
@@ -169,19 +203,19 @@ def table_build(
         list[str], typer.Option(help="Device profile or backend name (repeat for several with --cluster).")
     ],
     space: Annotated[str, typer.Option(help="Search space whose ops to measure.")] = "proxyless-mobile",
-    resolution: Annotated[int | None, typer.Option(help="Input resolution of the space.")] = None,
-    width: Annotated[float | None, typer.Option(help="Width multiplier of the space.")] = None,
+    resolution: ResolutionOpt = None,
+    width: WidthOpt = None,
     out_path: Annotated[
         Path | None, typer.Option("--out", help="Table file (default tables/<device>/<space>.json).")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Measure only rows missing from an existing table.")] = False,
     sample: Annotated[
-        int | None, typer.Option(help="Instead of the space, measure N op configs sampled across shapes.")
+        int | None, typer.Option(min=1, help="Instead of the space, measure N op configs sampled across shapes.")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed for --sample.")] = 0,
+    seed: SeedOpt = 0,
     adaptive: Annotated[bool, typer.Option(help="With --sample: adaptive sampling where a model errs most.")] = False,
-    drift: Annotated[str | None, typer.Option(help="Drift handling: sentinel, interleave or none.")] = None,
-    min_time: Annotated[float | None, typer.Option(help="Seconds of timed calls per op.")] = None,
+    drift: DriftOpt = None,
+    min_time: MinTimeOpt = None,
     cluster: Annotated[
         str | None, typer.Option(help="Ray cluster address (or 'auto') to shard the build over.")
     ] = None,
@@ -218,6 +252,9 @@ def table_build(
         return
     if len(device) != 1:
         raise LatbenchError("several --device values need --cluster (a local build times one device)")
+    if out_path is not None:
+        paths.check_writable_target(out_path)
+        paths.ensure_writable_dir(out_path.parent)
     prof, backend = open_device(device[0])
     config = backend.timing
     if drift:
@@ -249,6 +286,8 @@ def table_build(
         ops = s.vocabulary
         space_name, space_params = s.name, s.params
     path = out_path or default_table_path(prof.name, space_name, resolution)
+    paths.check_writable_target(path)
+    paths.ensure_writable_dir(path.parent)
     t0 = time.perf_counter()
     with progress_bar(f"table {prof.name}/{space_name}", total=len(ops), enabled=not as_json) as update:
         table, measured = build_table(
@@ -315,11 +354,18 @@ def table_show(
 def table_export(
     table: Annotated[str, typer.Argument(help="Table path or name.")],
     csv_path: Annotated[Path, typer.Option("--csv", help="CSV file to write.")],
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Export a table as CSV (one row per op)."""
     t = LatencyTable.load(table)
+    new_file(csv_path, force, "--csv")
     paths.atomic_write_text(csv_path, t.to_csv())
-    console.print(f"wrote {len(t)} rows to {csv_path}")
+    emit(
+        as_json,
+        {"table": str(t.path), "csv": str(csv_path), "rows": len(t)},
+        lambda: console.print(f"wrote {len(t)} rows to {csv_path}"),
+    )
 
 
 @table_app.command("merge")
@@ -327,7 +373,7 @@ def table_merge(
     target: Annotated[Path, typer.Argument(help="Table to add rows to (written in place).")],
     sources: Annotated[list[Path], typer.Argument(help="Tables whose missing rows are added.")],
     force: Annotated[
-        bool, typer.Option(help="Also take rows measured on another device (marked merged_from).")
+        bool, typer.Option("--force", help="Also take rows measured on another device (marked merged_from).")
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -349,13 +395,15 @@ def table_import(
     yaml_path: Annotated[Path, typer.Argument(help="Published YAML LUT (ProxylessNAS or Once-for-All).")],
     fmt: Annotated[str, typer.Option("--format", help="proxyless or ofa.")],
     out_path: Annotated[Path | None, typer.Option("--out", help="Table file to write.")] = None,
+    force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Turn a published phone LUT into a latbench table."""
     t = import_published(yaml_path, fmt)
     target = out_path or paths.write_dir("tables") / t.device["name"] / f"{t.space}.json"
-    if target.exists():
-        raise TableError(f"{target} exists; choose another --out (nothing was overwritten)")
+    if target.exists() and not force:
+        raise TableError(f"{target} exists; pass --force to overwrite it or choose another --out")
+    new_file(target, True)
     t.save(target)
     emit(
         as_json,
@@ -370,14 +418,17 @@ def measure(
     arch: Annotated[Path | None, typer.Option(help="Arch JSON or JSONL (one arch per line).")] = None,
     onnx: Annotated[Path | None, typer.Option(help="An ONNX model file (ORT devices).")] = None,
     space: Annotated[str | None, typer.Option(help="Space of archs that do not name one.")] = None,
-    drift: Annotated[str | None, typer.Option(help="Drift handling: sentinel, interleave or none.")] = None,
-    min_time: Annotated[float | None, typer.Option(help="Seconds of timed calls per network.")] = None,
+    drift: DriftOpt = None,
+    min_time: MinTimeOpt = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="Write results (with raw samples) as JSON.")] = None,
+    force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure whole networks end to end on a device (median, IQR, p90 in ms)."""
     if (arch is None) == (onnx is None):
         raise LatbenchError("give exactly one of --arch or --onnx")
+    new_file(out_path, force)
+    archs = load_archs(str(arch), space) if arch is not None else []
     prof, backend = open_device(device)
     config = network_timing(backend, drift, min_time)
     if onnx is not None:
@@ -388,7 +439,6 @@ def measure(
         ms = [res[str(onnx)]]
         labels: list[Any] = [str(onnx)]
     else:
-        archs = load_archs(str(arch), space)
         ms, info = measure_archs(backend, archs, config, prof.sentinel_ms, progress=not as_json)
         labels = archs
     rows = [{"arch": a, **m.summary()} for a, m in zip(labels, ms, strict=True)]

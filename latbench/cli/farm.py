@@ -7,9 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from latbench.cli import farm_app
-from latbench.cli.common import console, emit, out, parse_settings
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+from latbench.cli.common import JsonOpt, check_settings, console, emit, out, parse_settings
 
 
 def register(app: typer.Typer) -> None:
@@ -21,9 +19,9 @@ def join(
     device: Annotated[str, typer.Option(help="Device profile this host serves (its devices/<name>.toml).")],
     address: Annotated[str, typer.Option(help="Address of the Ray head, HOST:PORT.")],
     num_cpus: Annotated[
-        int, typer.Option(help="CPUs this node lends to search trials (0: nothing runs beside its timings).")
+        int, typer.Option(min=0, help="CPUs this node lends to search trials (0: nothing runs beside its timings).")
     ] = 0,
-    num_gpus: Annotated[int | None, typer.Option(help="GPUs this node lends to search trials.")] = None,
+    num_gpus: Annotated[int | None, typer.Option(min=0, help="GPUs this node lends to search trials.")] = None,
     node_ip_address: Annotated[str | None, typer.Option(help="This host's address as the head sees it.")] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Backend setting for this host, key=value (repeatable).")
@@ -37,7 +35,7 @@ def join(
     result = join_farm(
         address,
         device,
-        settings=parse_settings(set_),
+        settings=check_settings(parse_settings(set_)),
         num_cpus=num_cpus,
         num_gpus=num_gpus,
         node_ip_address=node_ip_address,

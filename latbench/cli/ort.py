@@ -10,11 +10,21 @@ import numpy as np
 import typer
 
 from latbench import paths
-from latbench.cli.common import console, emit, out, progress_bar
+from latbench.cli.common import (
+    ForceOpt,
+    JsonOpt,
+    MinTimeOpt,
+    SeedOpt,
+    check_device_name,
+    console,
+    emit,
+    new_file,
+    out,
+    positive_finite,
+    progress_bar,
+)
 from latbench.errors import LatbenchError, TableError
 from latbench.service import open_device
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -46,33 +56,43 @@ def calibrate_cmd(
     reference: Annotated[
         Path, typer.Option(help="Reference device's table: a published YAML LUT or a latbench table.")
     ],
-    shots: Annotated[int, typer.Option(help="How many reference ops the fit may see.")] = 10,
-    out_path: Annotated[
-        Path | None, typer.Option("--out", help="Device profile TOML to write (devices/<name>.toml).")
+    shots: Annotated[int, typer.Option(min=1, help="How many reference ops the fit may see.")] = 10,
+    name: Annotated[
+        str | None,
+        typer.Option(callback=check_device_name, help="Write the calibrated device profile devices/<name>.toml."),
     ] = None,
     fmt: Annotated[str | None, typer.Option("--format", help="Format of a YAML reference: proxyless or ofa.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the shot choice.")] = 0,
+    seed: SeedOpt = 0,
     model: Annotated[str, typer.Option(help="hybrid, auto (leave-one-out on the shots) or a model name.")] = "hybrid",
     stat: Annotated[str, typer.Option(help="Emulator number per row: p25, p10 or median.")] = "p25",
-    archs: Annotated[int, typer.Option(help="Random archs of the reference space to score LUT sums on.")] = 200,
+    n_archs: Annotated[
+        int, typer.Option(min=0, help="Random archs of the reference space to score LUT sums on.")
+    ] = 200,
     parts: Annotated[Path | None, typer.Option(help="Table of op parts (made and resumed here when missing).")] = None,
     write_table: Annotated[
         Path | None, typer.Option(help="Also write the predicted reference-device table here.")
     ] = None,
-    force: Annotated[bool, typer.Option(help="Overwrite an existing --out profile.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite an existing profile (--name) or --write-table file.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Fit emulated latencies to a real device's table on K reference ops; report accuracy on the unseen ones."""
     from latbench.device import DeviceProfile, now_iso
-    from latbench.emulation.transfer import CalibratedLatency, calibrate, load_reference
+    from latbench.emulation.transfer import MODELS, STATS, CalibratedLatency, calibrate, load_reference
     from latbench.table import LatencyTable
 
+    if model not in (*MODELS, "auto"):
+        raise LatbenchError(f"unknown --model {model!r}; use auto or one of {', '.join(MODELS)}")
+    if stat not in STATS:
+        raise LatbenchError(f"unknown --stat {stat!r}; use one of {', '.join(STATS)}")
     emu_table = LatencyTable.load(table)
     ref = load_reference(reference, fmt)
+    out_path = None if name is None else paths.write_dir("devices") / f"{name}.toml"
     if out_path is not None and out_path.exists() and not force:
-        raise LatbenchError(f"{out_path} exists; pass --force to overwrite it or choose another --out")
-    if out_path is not None and out_path.suffix != ".toml":
-        raise LatbenchError(f"--out must be a .toml device profile, got {out_path.name}")
+        raise LatbenchError(f"profile {out_path} exists; pass --force to replace it or choose another --name")
+    new_file(out_path, True)
+    new_file(write_table, force, "--write-table")
     if emu_table.path is None:
         raise TableError(f"table {table} has no file")
     parts_path = parts or emu_table.path.with_name(emu_table.path.stem + ".parts.json")
@@ -87,7 +107,7 @@ def calibrate_cmd(
             seed=seed,
             model=model,
             stat=stat,
-            n_archs=archs,
+            n_archs=n_archs,
             progress=lambda done, total: update(done, total),
         )
     result: dict[str, Any] = {"calibration": cal.to_dict()}
@@ -162,13 +182,14 @@ def call_overhead(backend: Any, config: Any) -> dict[str, Any] | None:
 def lut_check(
     device: Annotated[str, typer.Option(help="Device profile or backend name.")],
     space: Annotated[str, typer.Option(help="Search space.")] = "proxyless-mobile",
-    resolution: Annotated[int | None, typer.Option(help="Input resolution.")] = None,
-    width: Annotated[float | None, typer.Option(help="Width multiplier.")] = None,
-    n_archs: Annotated[int, typer.Option("--archs", help="Random archs to measure end to end.")] = 20,
+    resolution: Annotated[int | None, typer.Option(min=1, help="Input resolution.")] = None,
+    width: Annotated[float | None, typer.Option(callback=positive_finite, help="Width multiplier.")] = None,
+    n_archs: Annotated[int, typer.Option(min=1, help="Random archs to measure end to end.")] = 20,
     table: Annotated[str | None, typer.Option(help="Table to sum (default: built or resumed for the device).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the arch sample.")] = 0,
-    min_time: Annotated[float | None, typer.Option(help="Seconds of timed calls per network.")] = None,
+    seed: SeedOpt = 0,
+    min_time: MinTimeOpt = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="Write the report (with raw samples) as JSON.")] = None,
+    force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """LUT sum vs end-to-end latency on random archs, and the per-call overhead of the device (ms)."""
@@ -176,8 +197,9 @@ def lut_check(
     from latbench.spaces import get_space
     from latbench.table import LatencyTable, build_table, default_table_path
 
-    prof, backend = open_device(device)
+    new_file(out_path, force)
     s = get_space(space, resolution=resolution, width=width)
+    prof, backend = open_device(device)
     if table is not None:
         t = LatencyTable.load(table)
         t.check_same_device(backend.fingerprint().to_dict(), "sums for this device")

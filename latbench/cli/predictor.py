@@ -11,12 +11,10 @@ import typer
 
 from latbench import paths
 from latbench.cli import predictor_app
-from latbench.cli.common import console, emit, out
+from latbench.cli.common import JsonOpt, SeedOpt, console, emit, new_file, out
 from latbench.errors import LatbenchError
 from latbench.predict.models import MODEL_NAMES
 from latbench.service import open_device
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -38,18 +36,20 @@ def predictor_train(
     ],
     model: Annotated[str, typer.Option(help=f"Model: {', '.join(MODEL_NAMES)}.")] = "xgboost",
     calib_archs: Annotated[
-        int, typer.Option(help="Measure K random archs end to end to fit the glue (needs the device).")
+        int, typer.Option(min=0, help="Measure K random archs end to end to fit the glue (needs the device).")
     ] = 0,
     calib_from: Annotated[
         Path | None, typer.Option(help="Calibrate on archs already measured (a `latbench measure --arch --out` file).")
     ] = None,
     device: Annotated[str | None, typer.Option(help="Device to calibrate on (default: the table's device).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for the regressor, cross-validation and calibration archs.")] = 0,
-    cv_folds: Annotated[int, typer.Option(help="Folds of the out-of-sample op metrics.")] = 5,
+    seed: Annotated[
+        int, typer.Option(min=0, max=2**32 - 1, help="Seed for the regressor, cross-validation and calibration archs.")
+    ] = 0,
+    cv_folds: Annotated[int, typer.Option(min=2, help="Folds of the out-of-sample op metrics (at least 2).")] = 5,
     out_path: Annotated[
         Path | None, typer.Option("--out", help="Predictor file (default predictors/<device>/<space>-<model>.json).")
     ] = None,
-    force: Annotated[bool, typer.Option(help="Overwrite an existing predictor file.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing predictor file.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Train a latency predictor on one or more tables of one device and save it (JSON, safe formats)."""
@@ -61,6 +61,10 @@ def predictor_train(
         raise LatbenchError(f"unknown model {model!r}; known: {', '.join(MODEL_NAMES)}")
     tables = [LatencyTable.load(t) for t in table]
     dev_name = (tables[0].device or {}).get("name") or tables[0].fingerprint_id
+    from latbench.predict.training import space_of_tables
+
+    space = space_of_tables(tables)
+    new_file(out_path or default_predictor_path(dev_name, space.name if space else tables[0].space, model), force)
     backend = None
     sentinel = None
     dev_record = tables[0].device
@@ -81,8 +85,7 @@ def predictor_train(
         calib_from=str(calib_from) if calib_from else None,
     )
     target = out_path or default_predictor_path(dev_name, m.meta.get("space"), model)
-    if target.exists() and not force:
-        raise LatbenchError(f"{target} exists; pass --force to overwrite it or choose another --out")
+    new_file(target, force)
     save_predictor(m, target)
     metrics = m.meta["metrics"]
     result = {
@@ -112,17 +115,29 @@ def predictor_train(
 # ----------------------------------------------------------------------------- eval
 def predictor_eval(
     predictor: Annotated[list[str], typer.Argument(help="Predictor file(s) or <device>/<space>-<model> names.")],
-    archs: Annotated[Path, typer.Option(help="Arch JSON / JSONL to measure and predict.")],
+    arch: Annotated[Path, typer.Option(help="Arch JSON / JSONL to measure and predict.")],
     device: Annotated[str, typer.Option(help="Device to measure on (must be the predictors' device).")],
     retest: Annotated[
         bool, typer.Option(help="Measure the archs a second time: the harness's own test-retest.")
     ] = False,
     calib_archs: Annotated[
-        int, typer.Option(help="Refit each model's glue on K extra random archs measured in the same run (not scored).")
+        int,
+        typer.Option(
+            min=0, help="Refit each model's glue on K extra random archs measured in the same run (not scored)."
+        ),
     ] = 0,
-    seed: Annotated[int, typer.Option(help="Seed of the --calib-archs archs.")] = 0,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for summary.json and scatter.png.")] = None,
-    force: Annotated[bool, typer.Option(help="Use predictors of another device anyway.")] = False,
+    seed: SeedOpt = 0,
+    out_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Summary JSON to write; the scatter plot goes beside it as <name>.png "
+            "(default runs/predictor-eval/<device>-<archs>/summary.json).",
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Use predictors of another device anyway; overwrite an existing --out.")
+    ] = False,
     space: Annotated[str | None, typer.Option(help="Space of archs that do not name one.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -132,6 +147,15 @@ def predictor_eval(
     from latbench.predict.io import load_predictor
     from latbench.spaces import load_archs
 
+    archs = arch
+    arch_list = load_archs(str(archs), space)
+    summary_path = out_path
+    if summary_path is None:
+        summary_path = paths.write_dir("tables").parent / "runs" / "predictor-eval" / f"{device}-{archs.stem}"
+        summary_path = summary_path / "summary.json"
+    new_file(summary_path, force)
+    png_path = summary_path.with_suffix(".png")
+    new_file(png_path, force)
     prof, backend = open_device(device)
     fp = backend.fingerprint()
     models: dict[str, Any] = {}
@@ -141,7 +165,6 @@ def predictor_eval(
         if name in models:
             name = Path(m.meta["path"]).stem
         models[name] = m
-    arch_list = load_archs(str(archs), space)
     calib: list[dict[str, Any]] = []
     if calib_archs:
         from latbench.predict.glue import calibration_archs
@@ -159,7 +182,6 @@ def predictor_eval(
         progress=not as_json,
         calib_archs=calib,
     )
-    target = out_dir or Path("runs") / "predictor-eval" / f"{prof.name}-{archs.stem}"
     summary = {
         "device": prof.name,
         "fingerprint": fp.id,
@@ -172,13 +194,11 @@ def predictor_eval(
     series = {n: (r["predicted_ms"], res["measured_ms"]) for n, r in res["models"].items()}
     if retest:
         series["retest (2nd run)"] = (res["retest"]["measured_ms"], res["measured_ms"])
-    png = scatter_plot(
-        series, target / "scatter.png", title=f"predicted vs measured on {prof.name} ({len(arch_list)} archs)"
-    )
+    png = scatter_plot(series, png_path, title=f"predicted vs measured on {prof.name} ({len(arch_list)} archs)")
     summary["scatter_png"] = str(png)
-    paths.atomic_write_json(target / "summary.json", summary)
+    paths.atomic_write_json(summary_path, summary)
     brief = {
-        "summary": str(target / "summary.json"),
+        "summary": str(summary_path),
         "scatter_png": str(png),
         "n_archs": len(arch_list),
         "models": {n: {k: v for k, v in r.items() if k != "predicted_ms"} for n, r in res["models"].items()},
@@ -200,7 +220,7 @@ def predictor_eval(
             out.print("  " + _metric_line("test-retest", res["retest"]))
             if "retest_in_run_calibrated" in res:
                 out.print("  " + _metric_line("retest, in-run", res["retest_in_run_calibrated"]))
-        out.print(f"wrote {target / 'summary.json'} and {png}")
+        out.print(f"wrote {summary_path} and {png}")
 
     emit(as_json, brief, human)
 
@@ -211,7 +231,7 @@ def predict(
     arch: Annotated[Path | None, typer.Option(help="Arch JSON or JSONL.")] = None,
     onnx: Annotated[Path | None, typer.Option(help="Any ONNX model: split into kernels and predicted.")] = None,
     device: Annotated[str | None, typer.Option(help="Check that the predictor belongs to this device.")] = None,
-    force: Annotated[bool, typer.Option(help="Use a predictor of another device anyway.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Use a predictor of another device anyway.")] = False,
     space: Annotated[str | None, typer.Option(help="Space of archs that do not name one.")] = None,
     breakdown: Annotated[bool, typer.Option(help="Print the per-op / per-kernel breakdown.")] = True,
     as_json: JsonOpt = False,

@@ -277,6 +277,48 @@ def _expand_for(cin: int, mid: int) -> tuple[float, str]:
     return mid / cin, f"middle width {mid} is not latbench's rounding of {cin} x {mid / cin:g}"
 
 
+#: operator-set domains whose ops latbench can price (anything else is a custom op)
+STANDARD_DOMAINS = ("", "ai.onnx")
+
+
+def check_predictable(model: Any, p: Path) -> None:
+    """Refuse, in one line, an ONNX model whose latency a predictor cannot give: no graph, an opset newer than
+    the installed onnx knows, custom-domain ops, inputs without a fixed shape or with a zero-sized dimension.
+
+    Without this a model with a symbolic or zero batch predicts "0.000 ms" (nothing matched), which reads
+    like an answer.
+    """
+    import onnx
+
+    if not model.graph.node:
+        raise LatbenchError(f"{p}: the ONNX graph has no nodes; give an exported model")
+    known = onnx.defs.onnx_opset_version()
+    for imp in model.opset_import:
+        if imp.domain in STANDARD_DOMAINS and imp.version > known:
+            raise LatbenchError(
+                f"{p}: uses ONNX opset {imp.version}, newer than this onnx knows ({known}); re-export with "
+                f"opset <= {known} or upgrade onnx"
+            )
+    custom = sorted({f"{n.domain}:{n.op_type}" for n in model.graph.node if n.domain not in STANDARD_DOMAINS})
+    if custom:
+        shown = ", ".join(custom[:5]) + (f" and {len(custom) - 5} more" if len(custom) > 5 else "")
+        raise LatbenchError(f"{p}: custom (non-ONNX) ops cannot be priced: {shown}")
+    init_names = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in init_names]
+    if not inputs:
+        raise LatbenchError(f"{p}: the ONNX graph has no inputs")
+    for inp in inputs:
+        dims = inp.type.tensor_type.shape.dim
+        shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
+        if not dims or any(not d.HasField("dim_value") for d in dims):
+            raise LatbenchError(
+                f"{p}: input {inp.name!r} has no fixed shape ({shape}); export the model with a fixed input "
+                "shape (e.g. batch 1) to predict it"
+            )
+        if any(d.dim_value <= 0 for d in dims):
+            raise LatbenchError(f"{p}: input {inp.name!r} has shape {shape} with a dimension <= 0 (batch 0?)")
+
+
 def split_onnx(path: str | Path) -> OnnxSplit:
     """Kernels of the ONNX model at ``path`` (shapes inferred; one clear line when the file is not ONNX)."""
     import onnx
@@ -284,11 +326,18 @@ def split_onnx(path: str | Path) -> OnnxSplit:
     p = Path(path)
     if not p.exists():
         raise LatbenchError(f"ONNX file not found: {p}")
+    if not p.is_file() or p.stat().st_size == 0:
+        raise LatbenchError(f"{p}: empty or not a file; give an ONNX model")
     try:
         model = onnx.load(str(p))
-        model = onnx.shape_inference.infer_shapes(model)
-    except Exception as exc:  # onnx raises DecodeError / ValidationError / others
+    except Exception as exc:  # onnx raises DecodeError / others
         raise LatbenchError(f"{p}: not a readable ONNX model ({type(exc).__name__})") from None
+    check_predictable(model, p)
+    try:
+        model = onnx.shape_inference.infer_shapes(model)
+    except Exception as exc:  # InferenceError / ValidationError / others
+        first = " ".join(str(exc).split())[:200]
+        raise LatbenchError(f"{p}: ONNX shape inference failed ({type(exc).__name__}: {first})") from None
     g = _Graph(model)
     init_names = set(g.init)
     real_inputs = [i for i in model.graph.input if i.name not in init_names]

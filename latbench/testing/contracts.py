@@ -25,7 +25,7 @@ from latbench.device import DeviceFingerprint
 from latbench.errors import LatbenchError, UnsupportedOp
 from latbench.measure.harness import TimingConfig
 from latbench.measure.measurement import Measurement
-from latbench.ops import OpSpec
+from latbench.ops import DTYPE_BYTES, OpSpec
 
 SMALL_OPS = (
     OpSpec("conv", 16, 3, 8, kernel=3, stride=2, act="relu6"),
@@ -102,14 +102,25 @@ class BackendContract:
         assert info["drift"] in ("sentinel", "interleave", "none")
         assert all(m.median > 0 for m in ms.values())
 
-    def test_unsupported_dtype_is_one_clear_error(self, backend: Backend) -> None:
-        odd = OpSpec("conv", 8, 8, 8, kernel=1, dtype="int8")
-        if backend.supports(odd):
-            pytest.skip("backend runs int8 ops")
-        reason = backend.why_unsupported(odd)
-        assert reason and "\n" not in reason
-        with pytest.raises(UnsupportedOp):
-            backend.runner(odd)
+    def test_dtypes_run_or_are_refused_in_one_line(self, backend: Backend) -> None:
+        """For every dtype an op can carry: a backend that says it supports the op runs it (positive times),
+        one that does not says why in one line and its runner raises :class:`UnsupportedOp`. Both halves apply
+        to every backend, so the contract never skips on one that happens to run every dtype."""
+        refused, ran = [], []
+        for dtype in DTYPE_BYTES:
+            op = OpSpec("conv", 8, 8, 8, kernel=1, dtype=dtype)
+            if backend.supports(op):
+                times = backend.runner(op)(2)
+                assert len(times) == 2 and all(t > 0 for t in times), (dtype, times)
+                ran.append(dtype)
+            else:
+                reason = backend.why_unsupported(op)
+                assert reason and "\n" not in reason, (dtype, reason)
+                with pytest.raises(UnsupportedOp):
+                    backend.runner(op)
+                refused.append(dtype)
+        assert "float32" in ran, f"{self.backend_name} refuses float32 ops"
+        assert len(ran) + len(refused) == len(DTYPE_BYTES)
 
     def test_missing_model_file_is_a_latbench_error(self, backend: Backend, tmp_path: Any) -> None:
         with pytest.raises(LatbenchError):
