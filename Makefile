@@ -6,7 +6,7 @@ VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
 # Elsewhere, point pip at PyTorch's CPU wheel index, e.g. TORCH_PIP_ARGS="--index-url <PyTorch CPU index>"
 TORCH_PIP_ARGS ?=
-# dev: pytest, pytest-benchmark, ruff; ray: the device farm (its tests start a real local Ray cluster)
+# dev: pytest, pytest-benchmark, ruff, hypothesis, import-linter; ray: the device farm (its tests start a real local Ray cluster)
 EXTRAS ?= dev,ray
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
@@ -35,6 +35,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check latbench tests benchmarks
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) .latbench-demo

@@ -48,8 +48,24 @@ class DemoContext:
 
 
 def step_profile(device: str) -> tuple[DeviceProfile, Any]:
+    """Profile this CPU as ``device``; an existing profile of this machine is reused, never overwritten."""
+    from latbench.device import load_profile
+    from latbench.errors import LatbenchError, UnknownNameError
+
     backend = get_backend("torch-cpu")
     fp = backend.fingerprint()
+    try:
+        existing: DeviceProfile | None = load_profile(device)
+    except UnknownNameError:
+        existing = None
+    if existing is not None and existing.path is not None:
+        if (existing.fingerprint or {}).get("id") != fp.id:
+            raise LatbenchError(
+                f"device profile {device!r} ({existing.path}) was recorded on another machine or with other "
+                f"settings; give the demo another name with --device, or remove that profile"
+            )
+        message(f"[bold]1. profile[/bold]  {fp.id}  ({existing.path}, reused, sentinel {existing.sentinel_ms:.3f} ms)")
+        return existing, backend
     sentinel = backend.measure_sentinel()
     prof = DeviceProfile(
         name=device,

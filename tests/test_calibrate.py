@@ -171,9 +171,9 @@ def test_cli_calibrate_writes_a_profile(fake_table: LatencyTable, home: Path, ne
         str(PIXEL1_YAML),
         "--shots",
         "10",
-        "--out",
-        str(out),
-        "--archs",
+        "--name",
+        "pixel1-fake",
+        "--n-archs",
         "30",
         "--write-table",
         str(pred),
@@ -183,6 +183,7 @@ def test_cli_calibrate_writes_a_profile(fake_table: LatencyTable, home: Path, ne
     doc = json.loads(capsys.readouterr().out)
     assert doc["calibration"]["model"] == "hybrid" and len(doc["calibration"]["shots"]) == 10
     prof = load_profile("pixel1-fake")
+    assert prof.path == out and doc["profile"] == str(out)
     assert prof.backend == "fake" and prof.fingerprint["id"] == fake_table.fingerprint_id
     c = Calibration.from_dict(prof.extra["calibration"])
     assert c.features == MODELS["hybrid"][0] and c.reference["sha256"]

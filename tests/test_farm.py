@@ -318,7 +318,7 @@ def test_search_mnas_cluster_refuses_what_it_cannot_farm_out(farm, tmp_path, cap
     # a learning screen cannot be farmed out: one line, before any run folder is made
     rc, _, err = _run(
         capsys, "search", "mnas", "--table", str(table), "--target", "20ms", "--evaluator", "train",
-        "--acc-predictor", "--trials", "2", "--out", str(tmp_path / "runs"), "--cluster", farm.address,
+        "--acc-predictor", "--trials", "2", "--runs-dir", str(tmp_path / "runs"), "--cluster", farm.address,
     )  # fmt: skip
     assert rc == 2 and "--acc-predictor" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()
@@ -334,7 +334,7 @@ def test_search_mnas_cluster_runs_train_trials_on_every_worker(farm, tmp_path, c
     rc, out, err = _run(
         capsys, "search", "mnas", "--table", str(table), "--target", "20ms", "--strategy", "evolution",
         "--population", "2", "--evaluator", "train", "--evaluator-opt", "max_train=160", "--epochs", "1",
-        "--trials", "4", "--no-measure", "--no-onnx", "--out", str(tmp_path / "runs"), "--run-id", "farm",
+        "--trials", "4", "--no-measure", "--no-onnx", "--runs-dir", str(tmp_path / "runs"), "--run-id", "farm",
         "--cluster", farm.address,
     )  # fmt: skip
     assert rc == 0, err

@@ -234,7 +234,7 @@ def test_cli_measure_arch_on_mobile(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 def test_cli_cores_that_do_not_exist(capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["profile", "ort-mobile", "--cores", "4096", "--out", "/nonexistent/x.toml"])
+    rc = main(["profile", "ort-mobile", "--cores", "4096", "--name", "x"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "do not exist" in err and "\n" not in err
 

@@ -85,13 +85,13 @@ def test_train_calibrate_eval_end_to_end(home: Path, capsys, tmp_path: Path) -> 
         "eval",
         "fk/proxyless-mobile-gbm",
         "fk/proxyless-mobile-lut",
-        "--archs",
+        "--arch",
         tmp_path / "a.jsonl",
         "--device",
         "fk",
         "--retest",
         "--out",
-        tmp_path / "ev",
+        tmp_path / "ev" / "summary.json",
         "--json",
     )
     assert code == 0, err
@@ -105,7 +105,7 @@ def test_train_calibrate_eval_end_to_end(home: Path, capsys, tmp_path: Path) -> 
     assert res["retest"]["within_5"] == 1.0  # the fake device repeats itself
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
     assert len(summary["measured_ms"]) == 12 and summary["fingerprint"].startswith("fake-")
-    png = (tmp_path / "ev" / "scatter.png").read_bytes()
+    png = (tmp_path / "ev" / "summary.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
@@ -173,14 +173,17 @@ def test_eval_with_in_run_calibration(home: Path, capsys, tmp_path: Path) -> Non
     # the device is now 30% slower than when the table was built: only an in-run calibration sees that
     # (noise-free like _setup: with noise, the fake's sentinel ticks, which follow the wall clock, would draw
     # different noise from run to run)
-    assert run_cli(capsys, "profile", "fake", "--name", "fk", "--set", "speed=1.3", "--set", "noise=0.0")[0] == 0
-    args = ("predictor", "eval", "fk/proxyless-mobile-lut", "--archs", tmp_path / "a.jsonl", "--device", "fk")
-    code, out, err = run_cli(capsys, *args, "--force", "--out", tmp_path / "e1", "--json")
+    assert (
+        run_cli(capsys, "profile", "fake", "--name", "fk", "--set", "speed=1.3", "--set", "noise=0.0", "--force")[0]
+        == 0
+    )
+    args = ("predictor", "eval", "fk/proxyless-mobile-lut", "--arch", tmp_path / "a.jsonl", "--device", "fk")
+    code, out, err = run_cli(capsys, *args, "--force", "--out", tmp_path / "e1" / "summary.json", "--json")
     assert code == 0, err
     plain = json.loads(out)["models"]["lut"]
     assert plain["bias"] < -0.2 and plain["within_10"] == 0.0
     code, out, err = run_cli(
-        capsys, *args, "--force", "--calib-archs", "5", "--retest", "--out", tmp_path / "e2", "--json"
+        capsys, *args, "--force", "--calib-archs", "5", "--retest", "--out", tmp_path / "e2" / "summary.json", "--json"
     )
     assert code == 0, err
     res = json.loads(out)

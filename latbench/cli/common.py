@@ -45,7 +45,7 @@ class RichReporter:
         self.messages_to_stderr = messages_to_stderr
 
     def message(self, text: str, stream: str = "out") -> None:
-        (console if stream == "err" or self.messages_to_stderr else out).print(text)
+        (console if stream == "err" or self.messages_to_stderr else out).print(text, soft_wrap=True)
 
     @contextmanager
     def progress(self, description: str, total: int | None) -> Iterator[Callable[..., None]]:

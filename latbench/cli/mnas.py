@@ -62,7 +62,7 @@ def mnas(
     seed: Annotated[int, typer.Option(help="Seed (the search is reproducible from it).")] = 0,
     batch: Annotated[int | None, typer.Option(help="Candidates asked and evaluated at once.")] = None,
     population: Annotated[
-        int | None, typer.Option(help="Evolution population (default 100 for long searches).")
+        int | None, typer.Option(min=1, help="Evolution population (default 100 for long searches).")
     ] = None,
     rl_algo: Annotated[str | None, typer.Option(help="RL update: reinforce or ppo.")] = None,
     base: Annotated[Path | None, typer.Option(help="Scaling: base arch JSON (default: the fastest arch).")] = None,
@@ -74,7 +74,7 @@ def mnas(
     acc_predictor: Annotated[
         bool, typer.Option(help="Screen candidates with an MLP fitted on the archs evaluated so far.")
     ] = False,
-    top_k: Annotated[int, typer.Option(help="Best archs to report (and measure for real).")] = 3,
+    top_k: Annotated[int, typer.Option(min=1, help="Best archs to report (and measure for real).")] = 3,
     measure: Annotated[bool, typer.Option(help="Measure the top-k archs on the device when it runs here.")] = True,
     onnx: Annotated[bool, typer.Option(help="Write deployed.onnx.")] = True,
     step_to_budget: Annotated[
@@ -86,9 +86,7 @@ def mnas(
     ] = True,
     runs_dir: Annotated[
         Path | None,
-        typer.Option(
-            "--runs-dir", "--out", help="Folder of run folders. [default: runs/ under LATBENCH_HOME or the checkout]"
-        ),
+        typer.Option("--runs-dir", help="Folder of run folders. [default: runs/ under LATBENCH_HOME or the checkout]"),
     ] = None,
     run_id: Annotated[str | None, typer.Option(help="Name of the run folder.")] = None,
     resume: Annotated[
