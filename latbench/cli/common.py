@@ -65,7 +65,11 @@ def _line_progress(description: str, total: int | None, every_s: float) -> Itera
     def line() -> None:
         tot = f"/{state['total']}" if state["total"] else ""
         status = f"  {state['status']}" if state["status"] else ""
-        console.print(f"{description}: {state['done']}{tot}{status}  ({time.monotonic() - t0:.0f} s)", markup=False)
+        console.print(
+            f"{description}: {state['done']}{tot}{status}  ({time.monotonic() - t0:.0f} s)",
+            markup=False,
+            soft_wrap=True,
+        )
         state["printed"] = (state["done"], state["status"])
 
     def update(completed: int, total: int | None = None, status: str = "") -> None:
