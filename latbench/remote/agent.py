@@ -21,8 +21,10 @@ Requests (``{"op": ..., ...}``) and replies (``{"ok": true, ...}`` or
   below ``resume_c`` (at most ``max_s``); returns what happened;
 * ``bye``.
 
-One measurement at a time per board: the agent holds an exclusive lock file
-(``flock``) for its lifetime; a second agent waits for it (``lock_wait_s``).
+One measurement at a time per board: every block of timed calls holds an
+exclusive lock file (``flock``) on the board, so two agents (two builds, two
+farm nodes reaching one board) never time at the same moment; a second agent
+waits for the lock (at most ``lock_wait_s``).
 """
 
 import base64
@@ -154,9 +156,11 @@ _DTYPES = {
 
 
 class Agent:
-    def __init__(self, cache_dir):
+    def __init__(self, cache_dir, lock_path=None, lock_wait_s=600.0):
         self.cache_dir = cache_dir
         os.makedirs(cache_dir, exist_ok=True)
+        self.lock_path = lock_path or os.path.join(os.path.dirname(cache_dir.rstrip("/")) or ".", "board.lock")
+        self.lock_wait_s = lock_wait_s
         self.sessions = {}
         self.next_handle = 1
         self.thermal_path = None
@@ -235,10 +239,16 @@ class Agent:
         run_bound = sess.run_with_iobinding
         clock = time.perf_counter_ns
         out = [0.0] * n
-        for i in range(n):
-            t0 = clock()
-            run_bound(binding)
-            out[i] = (clock() - t0) * 1e-6
+        lock = _lock(self.lock_path, self.lock_wait_s)
+        if lock is None:
+            raise RuntimeError("the board is busy: another latbench agent held its lock for %.0f s" % self.lock_wait_s)
+        try:
+            for i in range(n):
+                t0 = clock()
+                run_bound(binding)
+                out[i] = (clock() - t0) * 1e-6
+        finally:
+            lock.close()
         return {"ms": out, "temperature_c": temperature_c(self.thermal_path)}
 
     def unload(self, req):
@@ -291,12 +301,7 @@ def main(argv):
     cache = argv[1] if len(argv) > 1 else os.path.expanduser("~/.cache/latbench-agent/models")
     lock_wait_s = float(argv[2]) if len(argv) > 2 else 600.0
     out = sys.stdout
-    lock = _lock(os.path.join(os.path.dirname(cache.rstrip("/")) or ".", "board.lock"), lock_wait_s)
-    if lock is None:
-        out.write(json.dumps({"ok": False, "error": "the board is busy: another latbench agent holds its lock"}) + "\n")
-        out.flush()
-        return 3
-    agent = Agent(cache)
+    agent = Agent(cache, lock_wait_s=lock_wait_s)
     out.write(json.dumps({"ok": True, "ready": PROTOCOL}) + "\n")
     out.flush()
     for line in sys.stdin:
@@ -309,7 +314,8 @@ def main(argv):
                 out.write(json.dumps({"ok": True}) + "\n")
                 out.flush()
                 break
-            fn = getattr(agent, op, None) if op in ("hello", "have", "put", "load", "run", "unload", "thermal_wait") else None
+            known = ("hello", "have", "put", "load", "run", "unload", "thermal_wait")
+            fn = getattr(agent, op, None) if op in known else None
             if fn is None:
                 raise ValueError("unknown request %r" % op)
             reply = {"ok": True}

@@ -120,7 +120,7 @@ class AgentChannel:
 
     def __init__(self, target: SSHTarget, timeout_s: float = 300.0, lock_wait_s: float = 600.0) -> None:
         self.target = target
-        self.timeout_s = timeout_s
+        self.timeout_s = timeout_s + lock_wait_s  # a block of timed calls may first wait for the board's lock
         path = install_agent(target)
         cmd = f"exec {shlex.quote(target.python)} -u {path} {target.remote_dir}/models {float(lock_wait_s)}"
         try:
@@ -137,7 +137,7 @@ class AgentChannel:
         self._err: list[str] = []
         threading.Thread(target=self._pump, daemon=True).start()
         threading.Thread(target=self._pump_err, daemon=True).start()
-        ready = self._recv(timeout_s=max(60.0, lock_wait_s + 30.0))
+        ready = self._recv(timeout_s=120.0)
         if not ready.get("ok"):
             self.close()
             raise RemoteError(f"board {target.label}: {ready.get('error', 'the agent did not start')}")
