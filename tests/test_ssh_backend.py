@@ -203,7 +203,7 @@ def test_killed_connection_mid_build_loses_nothing(board: TestBoard, tmp_path: P
     t = threading.Thread(target=kill_when_timing)
     t.start()
     try:
-        table, measured = build_table(b, ops, tmp_path / "t.json", config=QUICK.with_(drift="sentinel"))
+        _, measured = build_table(b, ops, tmp_path / "t.json", config=QUICK.with_(drift="sentinel"))
     finally:
         t.join()
         b.close()
@@ -217,9 +217,7 @@ def test_killed_connection_mid_build_loses_nothing(board: TestBoard, tmp_path: P
 def test_thermal_gate_waits_until_the_board_cools(board: TestBoard, tmp_path: Path) -> None:
     sensor = tmp_path / "temp"
     sensor.write_text("85000\n")  # millidegrees, as /sys/class/thermal reports
-    b = get_backend(
-        "ssh", **board.settings(thermal_path=str(sensor), thermal_pause_c=80.0, thermal_resume_c=70.0)
-    )
+    b = get_backend("ssh", **board.settings(thermal_path=str(sensor), thermal_pause_c=80.0, thermal_resume_c=70.0))
     timer = threading.Timer(1.5, lambda: sensor.write_text("60000\n"))
     timer.start()
     try:

@@ -192,7 +192,9 @@ class SSHBackend(Backend):
 
     def why_unsupported(self, spec: OpSpec) -> str | None:
         if spec.dtype != "float32":
-            return f"dtype {spec.dtype} is not run on {self.name}: ops are exported in float32 (precision=int8 quantizes)"
+            return (
+                f"dtype {spec.dtype} is not run on {self.name}: ops are exported in float32 (precision=int8 quantizes)"
+            )
         if spec.type == "zero":
             return "zero ops are skipped blocks and never timed"
         return None
@@ -311,4 +313,3 @@ class SSHBackend(Backend):
         if self._channel is not None:
             self._channel.close()
             self._channel = None
-

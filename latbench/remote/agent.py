@@ -1,3 +1,4 @@
+# ruff: noqa: UP031, B905, RUF005  (the agent runs on old board Pythons too: no f-strings past 3.6, no zip strict)
 """The latbench board agent: copied to a Linux board and started over SSH by the ``ssh`` backend.
 
 It speaks JSON lines on stdin / stdout (one request, one reply) and needs only

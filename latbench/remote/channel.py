@@ -159,11 +159,12 @@ class AgentChannel:
             line = self._lines.get(timeout=timeout_s or self.timeout_s)
         except queue.Empty:
             self.close()
-            raise ConnectionLost(f"board {self.target.label} sent no reply within {timeout_s or self.timeout_s} s")
+            waited = timeout_s or self.timeout_s
+            raise ConnectionLost(f"board {self.target.label} sent no reply within {waited:.0f} s") from None
         if line is None:
             self.proc.wait()
             err = "".join(self._err)
-            if self.proc.returncode == 255 or "python" in err.lower() and "not found" in err.lower():
+            if self.proc.returncode == 255 or ("python" in err.lower() and "not found" in err.lower()):
                 raise _ssh_failure(self.target, err, self.proc.returncode)
             raise ConnectionLost(f"connection to board {self.target.label} closed ({_last(err) or 'no reason'})")
         try:
