@@ -148,7 +148,7 @@ def test_profile_table_build_and_measure(phone: SimpleNamespace, capsys, tmp_pat
     assert cmd[:2] == ["taskset", "c0"] and cmd[2] == "/data/local/tmp/latbench/onnxruntime_perf_test"
     assert cmd[cmd.index("-x") + 1] == "2" and "-s" in cmd and cmd[cmd.index("-r") + 1] == "20"
     assert cmd[-1].startswith("/data/local/tmp/latbench/models/") and cmd[-1].endswith(".onnx")
-    pushes = [c for c in _calls(phone) if c[2:3] == ["push"]]
+    pushes = [c for c in _calls(phone) if c[2:3] == ["push"] and "/models/" in c[4]]
     assert len({c[4] for c in pushes}) == len(pushes)  # each model pushed once
 
     from latbench.export import export_onnx

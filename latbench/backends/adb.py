@@ -151,6 +151,8 @@ class ADBBackend(Backend):
         self._cpus = cpus
         self._remote_bin = f"{s['remote_dir']}/onnxruntime_perf_test"
         self.shell(f"mkdir -p {s['remote_dir']}/models")
+        listing = self.shell(f"ls {s['remote_dir']}/models").split()
+        self._on_phone = {name for name in listing if name.endswith(".onnx")}  # pushed by an earlier run
         self.adb("push", str(binary), self._remote_bin)
         self.shell(f"chmod 755 {self._remote_bin}")
         self.thermal_events: list[dict[str, Any]] = []
@@ -234,12 +236,14 @@ class ADBBackend(Backend):
         return src
 
     def push_model(self, path: Path) -> str:
-        """Push a model once (named by its sha256 on the phone); returns its path there."""
+        """Push a model unless the phone has it (named by its sha256 there); returns its path on the phone."""
         key = str(path)
         if key not in self._pushed:
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
             remote = f"{self.settings['remote_dir']}/models/{digest}.onnx"
-            self.adb("push", str(path), remote)
+            if f"{digest}.onnx" not in self._on_phone:
+                self.adb("push", str(path), remote)
+                self._on_phone.add(f"{digest}.onnx")
             self._pushed[key] = remote
         return self._pushed[key]
 

@@ -145,7 +145,16 @@ def shell(command: str) -> tuple[str, int]:
             return "sched_pixel\n", 0
         if argv[1].endswith("cpuinfo_max_freq"):
             return f"{MAX_FREQ_KHZ[cpu]}\n", 0
-    if argv[0] in ("mkdir", "chmod"):
+    if argv[0] == "ls" and len(argv) == 2:
+        d = _on_phone(argv[1])
+        if not d.is_dir():
+            return f"ls: {argv[1]}: No such file or directory\n", 1
+        return "".join(f"{p.name}\n" for p in sorted(d.iterdir())), 0
+    if argv[:2] == ["mkdir", "-p"]:
+        for d in argv[2:]:
+            _on_phone(d).mkdir(parents=True, exist_ok=True)
+        return "", 0
+    if argv[0] == "chmod":
         return "", 0
     if argv[0] == "taskset" and len(argv) > 2 and argv[2].endswith("onnxruntime_perf_test"):
         if not _on_phone(argv[2]).exists():
