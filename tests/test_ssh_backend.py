@@ -252,3 +252,44 @@ def test_wrong_key_host_or_host_key_is_one_line(board: TestBoard, tmp_path: Path
         assert rc == 2 and len(lines) == 1 and lines[0].startswith("latbench: error:"), (what, err)
         assert ("cannot reach board" in lines[0]) or ("key not found" in lines[0]), (what, lines[0])
     assert not (home / "devices" / "bad.toml").exists()
+
+
+# ----------------------------------------------------------------------------- farm: a node serving the board
+def test_farm_node_serves_the_board_beside_a_local_device(board: TestBoard, tmp_path: Path) -> None:
+    """A Ray node serves the SSH board attached to it, another node a local ort-cpu device; one
+    `table build --cluster` builds both tables side by side, each row on the node serving its device."""
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    from latbench.farm.build import cluster_table_build
+    from latbench.farm.node import node_env, node_resources
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LATBENCH_HOME", str(tmp_path))
+    try:
+        assert main(["profile", "ssh", *board.set_args(), "--name", "farm-board"]) == 0
+        assert main(["profile", "ort-cpu", "--threads", "1", "--name", "farm-local"]) == 0
+        pb, pl = load_profile("farm-board"), load_profile("farm-local")
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+        try:
+            # the board's host hands its own profile of the board to the node (as `latbench farm join` does)
+            n_board = cluster.add_node(num_cpus=0, resources=node_resources([pb]), env_vars=node_env([pb]))
+            n_local = cluster.add_node(num_cpus=0, resources=node_resources([pl]))
+            ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
+            results = cluster_table_build(
+                cluster.address, ["farm-board", "farm-local"], space="darts", as_json=True, log=lambda m: None
+            )
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+    finally:
+        mp.undo()
+    by_device = {r["device"]: r for r in results}
+    keys = {o.key for o in get_space("darts").vocabulary if o.type != "zero"}
+    for device, node in (("farm-board", n_board), ("farm-local", n_local)):
+        t = LatencyTable.load(by_device[device]["path"])
+        assert set(t.rows) == keys
+        assert {r["farm_node"] for r in t.rows.values()} == {node.node_id}
+        assert t.fingerprint_id == by_device[device]["fingerprint"] and by_device[device]["nodes_used"] == 1
+    assert by_device["farm-board"]["fingerprint"] == (pb.fingerprint or {})["id"]
+    assert LatencyTable.load(by_device["farm-board"]["path"]).fingerprint["backend"] == "ssh"
