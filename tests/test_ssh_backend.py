@@ -193,6 +193,19 @@ def _interleaved_ratios(board: TestBoard, specs: dict[str, OpSpec], attempts: in
     return ratios
 
 
+def test_measure_an_onnx_model_on_the_board(board: TestBoard, home: Path, capsys, tmp_path: Path) -> None:
+    from latbench.export import export_onnx
+
+    assert main(["profile", "ssh", *board.set_args(), "--name", "board-m"]) == 0
+    model = export_onnx(OpSpec("mbconv", 14, 32, 32, kernel=3, expand=3, act="relu6"), tmp_path / "m.onnx")
+    rc, out, err = _run(capsys, "measure", "--device", "board-m", "--onnx", str(model), "--json")
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert doc["fingerprint"] == (load_profile("board-m").fingerprint or {})["id"]
+    assert doc["fingerprint"].startswith("ssh-")
+    assert doc["results"][0]["median_ms"] > 0 and doc["info"]["thermal"]["paused"] is False
+
+
 # ----------------------------------------------------------------------------- a dropped connection
 def test_killed_connection_mid_build_loses_nothing(board: TestBoard, tmp_path: Path) -> None:
     ops = list(get_space("darts").vocabulary)
