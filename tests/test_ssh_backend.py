@@ -267,12 +267,13 @@ def test_wrong_key_host_or_host_key_is_one_line(board: TestBoard, tmp_path: Path
         "host": board.set_args(port=_free_port()),
         "host key": board.set_args(known_hosts=str(wrong_known), strict_host_keys="yes"),
         "missing key": board.set_args(key=str(tmp_path / "nope")),
+        "shell in remote_dir": board.set_args(remote_dir="/tmp/x;touch /tmp/pwned"),
     }
     for what, args in cases.items():
         rc, _, err = _run(capsys, "profile", "ssh", *args, "--name", "bad")
         lines = err.strip().splitlines()
         assert rc == 2 and len(lines) == 1 and lines[0].startswith("latbench: error:"), (what, err)
-        assert ("cannot reach board" in lines[0]) or ("key not found" in lines[0]), (what, lines[0])
+        assert any(w in lines[0] for w in ("cannot reach board", "key not found", "plain path")), (what, lines[0])
     assert not (home / "devices" / "bad.toml").exists()
 
 

@@ -28,6 +28,7 @@ with one line and ``--resume`` goes on later.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -118,6 +119,11 @@ class SSHBackend(Backend):
             raise BackendUnavailable("thermal_resume_c must not be above thermal_pause_c")
         if s["cores"]:
             s["cores"] = sorted(int(c) for c in s["cores"])
+        # both go into a shell command on the board: plain paths only, never shell syntax
+        if not re.fullmatch(r"(\$HOME|~)?[\w./-]+", str(s["remote_dir"])):
+            raise BackendUnavailable(f"remote_dir must be a plain path (letters, digits, . / - _): {s['remote_dir']!r}")
+        if not re.fullmatch(r"[\w./-]+", str(s["python"])):
+            raise BackendUnavailable(f"python must be a plain command or path, got {s['python']!r}")
         self.target = SSHTarget(
             host=str(s["host"]),
             port=int(s["port"]),
