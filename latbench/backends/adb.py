@@ -150,11 +150,12 @@ class ADBBackend(Backend):
             raise BackendUnavailable(f"threads={s['threads']} needs as many cores, got cores={s['cores']}")
         self._cpus = cpus
         self._remote_bin = f"{s['remote_dir']}/onnxruntime_perf_test"
-        self.shell(f"mkdir -p {s['remote_dir']}/models")
-        listing = self.shell(f"ls {s['remote_dir']}/models").split()
+        models_dir = shlex.quote(f"{s['remote_dir']}/models")
+        self.shell(f"mkdir -p {models_dir}")
+        listing = self.shell(f"ls {models_dir}").split()
         self._on_phone = {name for name in listing if name.endswith(".onnx")}  # pushed by an earlier run
         self.adb("push", str(binary), self._remote_bin)
-        self.shell(f"chmod 755 {self._remote_bin}")
+        self.shell(f"chmod 755 {shlex.quote(self._remote_bin)}")
         self.thermal_events: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------ identity
