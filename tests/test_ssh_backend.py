@@ -138,8 +138,8 @@ def test_board_rows_agree_with_local_ort_cpu(board_table: SimpleNamespace, board
 
     The tables are timed minutes apart on a shared machine, so rows beyond 10% are timed again with
     both devices' runners interleaved in one harness batch (the fair comparison of medians). The
-    two must be on one scale (median ratio within 5%) and at least 85% of the ops must agree within
-    10%. Known exception: a large memory-bound op can run up to ~40% slower in one ONNX Runtime
+    two must be on one scale (median ratio within 5%) and at least 95% of the ops (all but 3)
+    must agree within 10%. Known exception: a large memory-bound op can run up to ~40% slower in one ONNX Runtime
     session than in another (seen with sessions made the same way in one process, so not the SSH
     path); see docs/remote.md.
     """
@@ -161,35 +161,37 @@ def test_board_rows_agree_with_local_ort_cpu(board_table: SimpleNamespace, board
         f"final: {int(np.sum(np.abs(final - 1) <= 0.10))}/{len(final)} within 10%, median ratio {np.median(final):.3f}"
     )
     assert abs(np.median(final) - 1) < 0.05
-    assert np.mean(np.abs(final - 1) <= 0.10) >= 0.85, {k: round(v, 3) for k, v in ratio.items() if abs(v - 1) > 0.1}
+    assert np.mean(np.abs(final - 1) <= 0.10) >= 0.95, {k: round(v, 3) for k, v in ratio.items() if abs(v - 1) > 0.1}
 
 
-def _interleaved_ratios(board: TestBoard, specs: dict[str, OpSpec], attempts: int = 2) -> dict[str, float]:
+def _interleaved_ratios(board: TestBoard, specs: dict[str, OpSpec], attempts: int = 3) -> dict[str, float]:
     """board / local median of each op, both devices' runners interleaved in one harness batch.
 
-    An op still beyond 10% is timed again (up to ``attempts`` batches): on a shared machine a
-    neighbour's burst can land on one device's blocks.
+    An op still beyond 10% is timed again (up to ``attempts`` batches), each time with fresh
+    sessions on both sides: on a shared machine a neighbour's burst can land on one device's
+    blocks, and a large op can run much slower in one ONNX Runtime session than in another.
     """
     from latbench.measure.harness import measure_batch
 
-    b = get_backend("ssh", **board.settings())
-    here = get_backend("ort-cpu", threads=1)
     ratios: dict[str, float] = {}
-    try:
-        todo = dict(specs)
-        for attempt in range(attempts):
+    todo = dict(specs)
+    for attempt in range(attempts):
+        b = get_backend("ssh", **board.settings())
+        here = get_backend("ort-cpu", threads=1)
+        try:
             runners = {}
             for k, spec in todo.items():
                 runners[f"board|{k}"] = b.runner(spec)
                 runners[f"local|{k}"] = here.runner(spec)
             res, _ = measure_batch(runners, here.timing.with_(drift="interleave", rounds=12, seed=attempt))
-            for k in todo:
-                ratios[k] = res[f"board|{k}"].median / res[f"local|{k}"].median
-            todo = {k: s for k, s in todo.items() if abs(ratios[k] - 1) > 0.10}
-            if not todo:
-                break
-    finally:
-        b.close()
+        finally:
+            b.close()
+            here.close()
+        for k in todo:
+            ratios[k] = res[f"board|{k}"].median / res[f"local|{k}"].median
+        todo = {k: s for k, s in todo.items() if abs(ratios[k] - 1) > 0.10}
+        if not todo:
+            break
     return ratios
 
 
