@@ -22,13 +22,13 @@ needs_cuda = pytest.mark.skipif(REASON is not None, reason=f"torch-cuda unavaila
 @pytest.mark.cuda
 class TestTorchCUDA(BackendContract):
     backend_name = "torch-cuda"
-    settings = {"settle_s": 0.2}
+    settings = {"warmup_min_s": 0.1, "warmup_max_s": 0.5}
 
 
 @pytest.mark.cuda
 class TestTorchCUDAHalfChannelsLast(BackendContract):
     backend_name = "torch-cuda"
-    settings = {"settle_s": 0.2, "precision": "fp16", "channels_last": True}
+    settings = {"warmup_min_s": 0.1, "warmup_max_s": 0.5, "precision": "fp16", "channels_last": True}
 
 
 def test_available_says_why_not() -> None:
@@ -65,7 +65,7 @@ def test_settle_stops_when_block_medians_agree() -> None:
 @pytest.mark.cuda
 @needs_cuda
 def test_fingerprint_holds_gpu_identity() -> None:
-    b = get_backend("torch-cuda", settle_s=0.2)
+    b = get_backend("torch-cuda", warmup_max_s=0.5)
     fp = b.fingerprint().to_dict()
     gpu = fp["gpu"]
     assert gpu["name"] and gpu["compute_capability"].count(".") == 1 and gpu["cuda_runtime"]
@@ -76,8 +76,8 @@ def test_fingerprint_holds_gpu_identity() -> None:
 @needs_cuda
 def test_batch_setting_scales_work() -> None:
     op = OpSpec("mbconv", 56, 32, 32, kernel=5, expand=6, act="relu6")
-    one = get_backend("torch-cuda", settle_s=0.2).measure(op)
-    many = get_backend("torch-cuda", settle_s=0.2, batch=64).measure(op)
+    one = get_backend("torch-cuda", warmup_max_s=0.5).measure(op)
+    many = get_backend("torch-cuda", warmup_max_s=0.5, batch=64).measure(op.with_(batch=64))
     assert many.median > one.median
 
 

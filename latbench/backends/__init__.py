@@ -23,6 +23,8 @@ _BUILTIN: dict[str, str] = {
     "ort-cpu": "latbench.backends.ort:ORTCPUBackend",
     "ort-mobile": "latbench.backends.ort:ORTMobileBackend",
     "torch-cuda": "latbench.backends.torch_cuda:TorchCUDABackend",
+    "ssh": "latbench.backends.ssh:SSHBackend",
+    "adb": "latbench.backends.adb:ADBBackend",
 }
 _REGISTERED: dict[str, type[Backend]] = {}
 ENTRY_POINT_GROUP = "latbench.backends"

@@ -1,36 +1,56 @@
-"""`torch-cuda`: eager PyTorch on an NVIDIA GPU, timed with CUDA events.
+"""`torch-cuda`: PyTorch on an NVIDIA GPU, with an explicit timing policy.
 
-Each call is bracketed by two CUDA events on the one (default) stream and the
-end event is synchronised, so the time is the GPU's own, without Python launch
-jitter after the kernels are queued. Before timing, a workload is run until
-its per-call time settles (GPU clocks ramp up under load): medians of
-successive blocks of calls must agree within 2 %, for at most ``settle_s``.
+Two policies answer two different questions; every number records which one
+produced it (``meta["timing_policy"]`` of each measurement, ``timing_policy``
+of each table row):
 
-Settings (recorded in the fingerprint): ``device`` (CUDA index),
-``precision`` (fp32 | fp16 | bf16: the module and input are cast),
-``channels_last``, ``batch`` (replaces the op's batch size when set),
-``cudnn_benchmark`` (set once per process in ``setup``), ``tf32`` (allow
-TF32 matmul/conv on Ampere and newer), ``settle_s``.
+* ``eager`` - the module is called eagerly and each call is bracketed by two
+  CUDA events, then synchronised. For small batch-1 ops the GPU waits for the
+  CPU to launch the kernels, so this is *launch-bound* latency: what a Python
+  eager deployment sees.
+* ``graph`` - the call is captured once in a CUDA graph and the graph is
+  replayed in back-to-back blocks between two events (the blocked timing of
+  ``torch.utils.benchmark``); each sample is one block's mean per replay. This
+  is the kernels' own time, without Python or launch overhead: what a
+  compiled / graph deployment sees.
 
-The fingerprint's ``gpu`` holds the GPU name, compute capability, memory,
-driver, CUDA runtime and cuDNN versions.
+Warmup: GPU clocks ramp up only under sustained load, so before timing a
+workload runs for at least ``warmup_min_s`` of continuous work and then until
+two successive block medians agree within 2 % (at most ``warmup_max_s``).
+
+The op's batch is the op's own (its key says ``-b<N>-``). The ``batch``
+setting applies to whole networks (arch JSON) only; an op of another batch is
+refused on a device with ``batch`` set, so a batch-N time can never be stored
+under a batch-1 key.
+
+Device identity (the fingerprint id) holds what changes the kernels: GPU,
+``precision``, ``channels_last``, ``cudnn_benchmark``, ``tf32``. Timing knobs
+(``policy``, warmup times, graph block length, ``batch``) are recorded with the
+numbers, not in the id. The fingerprint's ``gpu`` holds the GPU name, compute
+capability, memory, driver, CUDA runtime and cuDNN versions.
 """
 
 from __future__ import annotations
 
+import math
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from latbench.backends.base import Backend, Workload, arch_module_and_input
+from latbench.backends.base import SENTINEL_SPEC, Backend, Workload, arch_module_and_input
 from latbench.errors import BackendUnavailable, UnsupportedOp
 from latbench.measure.harness import Runner, TimingConfig
+from latbench.measure.measurement import Measurement
 from latbench.ops import OpSpec
 
 PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+POLICIES = ("eager", "graph")
+#: settings that decide how a number is taken, not which device took it (kept out of the fingerprint id)
+TIMING_SETTINGS = ("policy", "warmup_min_s", "warmup_max_s", "graph_block_ms", "batch")
 
 
 def cuda_unavailable_reason() -> str | None:
@@ -66,8 +86,82 @@ def driver_version() -> str | None:
     return line or None
 
 
+# ----------------------------------------------------------------------------- policy logic (no GPU needed)
+def split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(identity, timing)``: the settings that name the device, and the timing knobs recorded with numbers."""
+    identity = {k: v for k, v in settings.items() if k not in TIMING_SETTINGS}
+    timing = {k: v for k, v in settings.items() if k in TIMING_SETTINGS}
+    return identity, timing
+
+
+def validate_timing(settings: dict[str, Any]) -> None:
+    """One clear line for a bad policy, warmup or block setting."""
+    if settings.get("policy") not in POLICIES:
+        raise BackendUnavailable(f"policy must be one of {', '.join(POLICIES)}, got {settings.get('policy')!r}")
+    lo, hi = settings.get("warmup_min_s"), settings.get("warmup_max_s")
+    if not isinstance(lo, (int, float)) or not isinstance(hi, (int, float)) or not 0 <= lo <= hi:
+        raise BackendUnavailable(f"need 0 <= warmup_min_s <= warmup_max_s, got {lo!r} and {hi!r}")
+    block = settings.get("graph_block_ms")
+    if not isinstance(block, (int, float)) or block <= 0:
+        raise BackendUnavailable(f"graph_block_ms must be a positive number of milliseconds, got {block!r}")
+    batch = settings.get("batch")
+    if batch is not None and (not isinstance(batch, int) or batch < 1):
+        raise BackendUnavailable(f"batch must be an integer >= 1, got {batch!r}")
+
+
+def batch_mismatch(spec: OpSpec, batch: int | None) -> str | None:
+    """Why an op cannot be timed on a device whose networks run at ``batch`` (``None``: it can)."""
+    if batch is None or spec.batch == batch or spec == SENTINEL_SPEC:  # the drift sentinel stays batch 1
+        return None
+    return (
+        f"the op is batch {spec.batch} but this device times batch {batch}; time ops of batch {batch} "
+        f"(keys with -b{batch}-), so that no batch-{batch} time is stored under a batch-{spec.batch} key"
+    )
+
+
+def graph_block_size(replay_ms: float, block_ms: float, max_block: int = 10_000) -> int:
+    """Replays per timed block so that a block lasts about ``block_ms`` (at least 1)."""
+    if not replay_ms > 0:
+        return max_block
+    return int(min(max_block, max(1, math.ceil(block_ms / replay_ms))))
+
+
+def split_blocks(n: int, block: int) -> list[int]:
+    """``n`` replays as blocks of ``block`` (the last one shorter): one sample per block."""
+    if n <= 0:
+        return []
+    full, rest = divmod(n, block)
+    return [block] * full + ([rest] if rest else [])
+
+
+def settle(
+    runner: Runner,
+    max_s: float,
+    block: int = 10,
+    tol: float = 0.02,
+    min_s: float = 0.0,
+    clock: Callable[[], float] = time.perf_counter,
+) -> float:
+    """Warm up: call ``runner`` in blocks for at least ``min_s``, then until two successive block medians
+    agree within ``tol`` (at most ``max_s``); returns the last median (ms).
+
+    ``min_s`` is what makes clocks ramp: two blocks of a tiny op agree after
+    microseconds of work, long before the GPU leaves its idle clocks.
+    """
+    t0 = clock()
+    prev = float(np.median(runner(block)))
+    while True:
+        cur = float(np.median(runner(block)))
+        elapsed = clock() - t0
+        agree = abs(cur - prev) <= tol * max(prev, 1e-6)
+        if (agree and elapsed >= min_s) or elapsed >= max_s:
+            return cur
+        prev = cur
+
+
+# ----------------------------------------------------------------------------- runners (GPU)
 def cuda_event_runner(module: Any, x: Any) -> Runner:
-    """Runner timing ``module(x)`` between two CUDA events per call (milliseconds)."""
+    """``eager``: ``module(x)`` between two CUDA events per call, synchronised each call (ms)."""
     import torch
 
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(64)]
@@ -91,29 +185,67 @@ def cuda_event_runner(module: Any, x: Any) -> Runner:
     return run
 
 
-def settle(runner: Runner, max_s: float, block: int = 10, tol: float = 0.02) -> float:
-    """Call ``runner`` in blocks until two successive block medians agree within ``tol``; returns the last median ms."""
-    t_end = time.perf_counter() + max_s
-    prev = float(np.median(runner(block)))
-    while True:
-        cur = float(np.median(runner(block)))
-        if abs(cur - prev) <= tol * max(prev, 1e-6) or time.perf_counter() > t_end:
-            return cur
-        prev = cur
+def capture_graph(module: Any, x: Any, warm_calls: int = 3) -> Any:
+    """A CUDA graph of ``module(x)`` (warmed on a side stream first, as CUDA graph capture requires)."""
+    import torch
+
+    with torch.inference_mode():
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(warm_calls):
+                module(x)
+        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            module(x)
+    torch.cuda.synchronize()
+    return graph
+
+
+def cuda_graph_runner(graph: Any, block_ms: float) -> Runner:
+    """``graph``: blocks of back-to-back replays between two events; one sample (mean per replay) per block.
+
+    ``runner(n)`` makes ``n`` replays in blocks of about ``block_ms``, so the
+    harness's wall-clock budgeting still holds (``n`` x per-call time).
+    """
+    import torch
+
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    state = {"block": 1}
+
+    def timed_block(k: int) -> float:
+        start.record()
+        for _ in range(k):
+            graph.replay()
+        end.record()
+        end.synchronize()
+        return float(start.elapsed_time(end)) / k
+
+    state["block"] = graph_block_size(timed_block(10), block_ms)
+
+    def run(n: int) -> list[float]:
+        return [timed_block(k) for k in split_blocks(n, state["block"])]
+
+    return run
 
 
 class TorchCUDABackend(Backend):
-    """Eager PyTorch on one NVIDIA GPU: CUDA events, one stream, cudnn.benchmark, fp16/bf16, channels-last."""
+    """PyTorch on one NVIDIA GPU: ``eager`` (launch-bound) or ``graph`` (kernels only) timing, recorded per number."""
 
     name: ClassVar[str] = "torch-cuda"
     default_settings: ClassVar[dict[str, Any]] = {
         "device": 0,
         "precision": "fp32",
         "channels_last": False,
-        "batch": None,
         "cudnn_benchmark": True,
         "tf32": False,
-        "settle_s": 2.0,
+        "policy": "eager",
+        "batch": None,
+        "warmup_min_s": 0.5,
+        "warmup_max_s": 3.0,
+        "graph_block_ms": 2.0,
     }
     timing = TimingConfig(warmup_s=0.2, min_run_time_s=0.1, rounds=8)
 
@@ -128,11 +260,10 @@ class TorchCUDABackend(Backend):
         s = self.settings
         if s["precision"] not in PRECISIONS:
             raise BackendUnavailable(f"precision must be one of {', '.join(PRECISIONS)}, got {s['precision']!r}")
+        validate_timing(s)
         count = torch.cuda.device_count()
         if not isinstance(s["device"], int) or not 0 <= s["device"] < count:
             raise BackendUnavailable(f"CUDA device {s['device']!r} does not exist (this machine has 0..{count - 1})")
-        if s["batch"] is not None and (not isinstance(s["batch"], int) or s["batch"] < 1):
-            raise BackendUnavailable(f"batch must be an integer >= 1, got {s['batch']!r}")
         if s["precision"] == "bf16" and not torch.cuda.is_bf16_supported():
             raise BackendUnavailable(f"GPU {torch.cuda.get_device_name(s['device'])} does not support bf16")
         torch.cuda.set_device(s["device"])
@@ -159,15 +290,23 @@ class TorchCUDABackend(Backend):
     def fingerprint_settings(self) -> dict[str, Any]:
         import torch
 
-        effective = bool(torch.backends.cudnn.benchmark)
-        return {**self.settings, "cudnn_benchmark_effective": effective, "timer": "cuda-events"}
+        identity, _ = split_settings(self.settings)
+        return {**identity, "cudnn_benchmark_effective": bool(torch.backends.cudnn.benchmark), "timer": "cuda-events"}
+
+    def timing_record(self) -> dict[str, Any]:
+        """What every number of this backend carries: the policy and the timing knobs."""
+        _, timing = split_settings(self.settings)
+        return {
+            "timing_policy": self.settings["policy"],
+            **{f"timing_{k}": v for k, v in timing.items() if k != "policy"},
+        }
 
     def why_unsupported(self, spec: OpSpec) -> str | None:
         if spec.dtype not in ("float32", "float16", "bfloat16"):
             return f"dtype {spec.dtype} is not run on torch-cuda (set precision=fp16/bf16 for half precision)"
         if spec.type == "zero":
             return "zero ops are skipped blocks and never timed"
-        return None
+        return batch_mismatch(spec, self.settings["batch"])
 
     def _prepare(self, module: Any, x: Any) -> tuple[Any, Any]:
         import torch
@@ -183,8 +322,7 @@ class TorchCUDABackend(Backend):
     def runner(self, workload: Workload) -> Runner:
         if isinstance(workload, OpSpec):
             self.check_supported(workload)
-            spec = workload if self.settings["batch"] is None else workload.with_(batch=int(self.settings["batch"]))
-            module, x = self._prepare(spec.build(), spec.example_input())
+            module, x = self._prepare(workload.build(), workload.example_input())
         elif isinstance(workload, dict):
             module, x = arch_module_and_input(workload)
             if self.settings["batch"] is not None:
@@ -196,9 +334,32 @@ class TorchCUDABackend(Backend):
             raise UnsupportedOp(f"torch-cuda cannot run the model file {workload}; use an ONNX Runtime device")
         else:
             raise UnsupportedOp(f"torch-cuda cannot run {type(workload).__name__}")
-        run = cuda_event_runner(module, x)
-        settle(run, float(self.settings["settle_s"]))
+        s = self.settings
+        if s["policy"] == "graph":
+            run = cuda_graph_runner(capture_graph(module, x), float(s["graph_block_ms"]))
+        else:
+            run = cuda_event_runner(module, x)
+        settle(run, float(s["warmup_max_s"]), min_s=float(s["warmup_min_s"]))
         return run
+
+    def _stamp(self, ms: dict[str, Measurement]) -> None:
+        record = self.timing_record()
+        for m in ms.values():
+            m.meta.update(record)
+
+    def measure(self, workload: Workload, config: TimingConfig | None = None) -> Measurement:
+        m = super().measure(workload, config)
+        self._stamp({"m": m})
+        return m
+
+    def measure_many(
+        self, workloads: dict[str, Workload], config: TimingConfig | None = None, **kwargs: Any
+    ) -> tuple[dict[str, Measurement], dict[str, Any]]:
+        """The harness's batch timing; each measurement and table row records the timing policy."""
+        ms, info = super().measure_many(workloads, config, **kwargs)
+        self._stamp(ms)
+        info["row_fields"] = self.timing_record()
+        return ms, info
 
     def close(self) -> None:
         import torch

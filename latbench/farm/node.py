@@ -9,6 +9,13 @@ A node learns which backend and settings stand for a device from, in order:
 Either way the node computes its *own* fingerprint on its own hardware, and the
 driver compares it with the fingerprint the device profile records: a node
 whose fingerprint differs is refused and never measures a row.
+
+A node can also serve devices *attached* to it: an SSH board (``ssh``
+backend) or an adb phone (``adb``). The actor on the node then drives that
+device, and its fingerprint is the board's or the phone's. The node offers one
+unit of the device's resource, so one actor (one measurement at a time) runs
+per physical device; the board agent's own lock keeps two nodes that reach the
+same board from timing on it at once.
 """
 
 from __future__ import annotations
@@ -53,6 +60,22 @@ def node_profiles() -> dict[str, dict[str, Any]]:
     except json.JSONDecodeError:
         return {}
     return data if isinstance(data, dict) else {}
+
+
+#: what a node's ``measure`` sends back of the harness info (the thermal gate and link of attached devices too)
+NODE_INFO_KEYS = ("drift", "sentinel_ref_ms", "sentinel_median_ms", "remeasured", "thermal", "reconnects", "row_fields")
+
+
+def attachment(backend: Any) -> str | None:
+    """How a node reaches an attached device (``ssh user@host:port``, ``adb SERIAL``); ``None`` for local ones."""
+    if backend is None:
+        return None
+    target = getattr(backend, "target", None)
+    if backend.name == "ssh" and target is not None:
+        return f"ssh {target.label}"
+    if backend.name == "adb":
+        return f"adb {backend.settings.get('serial') or '(the only phone)'}"
+    return None
 
 
 def _node_id() -> str:
@@ -101,6 +124,7 @@ class DeviceWorker:
             "backend": b.name if b is not None else None,
             "settings": dict(b.settings) if b is not None else None,
             "timing": b.timing.to_dict() if b is not None else None,
+            "attached": attachment(b),
             "error": self.error,
         }
 
@@ -143,8 +167,13 @@ class DeviceWorker:
         t0 = time.perf_counter()
         op = OpSpec.from_dict(spec)
         res, info = self.backend.measure_many({op.key: op}, TimingConfig(**config), sentinel_ref_ms=sentinel_ref_ms)
-        info = {k: v for k, v in info.items() if k in ("drift", "sentinel_ref_ms", "sentinel_median_ms", "remeasured")}
+        info = {k: v for k, v in info.items() if k in NODE_INFO_KEYS}
         return {"measurement": res[op.key].to_dict(), "info": info, "node_s": time.perf_counter() - t0}
+
+    def close(self) -> None:
+        """Release the device (an attached board's SSH channel, GPU memory)."""
+        if self.backend is not None:
+            self.backend.close()
 
     def ping(self) -> float:
         """A no-op round trip (for measuring the farm's own overhead)."""
@@ -224,7 +253,7 @@ def node_env(profiles: list[DeviceProfile]) -> dict[str, str]:
 
 def join_command(
     address: str,
-    profile: DeviceProfile,
+    profile: DeviceProfile | list[DeviceProfile],
     *,
     num_cpus: int = 0,
     num_gpus: int | None = None,
@@ -233,16 +262,19 @@ def join_command(
 ) -> tuple[list[str], dict[str, str]]:
     """The ``ray start`` command line and environment that make this host a node serving ``profile``.
 
-    The node offers one unit of ``latbench-device:<name>`` and ``num_cpus`` CPUs
+    ``profile`` may be several profiles: a host serving its own CPU and the
+    boards or phones attached to it. The node offers one unit of
+    ``latbench-device:<name>`` per device and ``num_cpus`` CPUs
     (default 0: a device host takes no search trials, so nothing runs beside its timings).
     """
+    profiles = profile if isinstance(profile, list) else [profile]
     argv = [
         ray_cli(),
         "start",
         "--address",
         address,
         "--resources",
-        json.dumps(node_resources([profile])),
+        json.dumps(node_resources(profiles)),
         "--num-cpus",
         str(int(num_cpus)),
         "--disable-usage-stats",
@@ -253,7 +285,7 @@ def join_command(
         argv += ["--node-ip-address", node_ip_address]
     if block:
         argv.append("--block")
-    return argv, {**os.environ, **node_env([profile])}
+    return argv, {**os.environ, **node_env(profiles)}
 
 
 def local_identity(profile: DeviceProfile) -> dict[str, Any]:
