@@ -88,7 +88,7 @@ def devices(as_json: JsonOpt = False) -> None:
 
 def profile(
     backend: Annotated[
-        str, typer.Argument(help="Backend to profile: torch-cpu, ort-cpu, ort-mobile, torch-cuda, fake.")
+        str, typer.Argument(help="Backend to profile: torch-cpu, ort-cpu, ort-mobile, torch-cuda, ssh, adb, fake.")
     ],
     threads: Annotated[int | None, typer.Option(help="Intra-op threads (1 to the number of cores).")] = None,
     cores: Annotated[str | None, typer.Option(help="Pin to these cores, e.g. 0,1 or 0-3.")] = None,
@@ -96,6 +96,10 @@ def profile(
         str | None,
         typer.Option(callback=check_device_name, help="Profile name (file devices/<name>.toml; default the backend)."),
     ] = None,
+    host: Annotated[str | None, typer.Option(help="ssh: the board's host name or address.")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="ssh: the board's SSH port.")] = None,
+    user: Annotated[str | None, typer.Option(help="ssh: the user to log in as.")] = None,
+    key: Annotated[Path | None, typer.Option(help="ssh: the private key file.")] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Other backend setting, key=value (repeatable).")
     ] = None,
@@ -108,6 +112,8 @@ def profile(
     from latbench.backends import get_backend
 
     settings: dict[str, Any] = parse_settings(set_)
+    remote = {"host": host, "port": port, "user": user, "key": str(key) if key is not None else None}
+    settings.update({k: v for k, v in remote.items() if v is not None})
     if threads is not None:
         settings["threads"] = check_threads(threads)
     if cores is not None:

@@ -263,7 +263,10 @@ class DevicePool:
                 idle.append(w)
                 self.roundtrips.append((time.perf_counter() - t0, float(res["node_s"])))
                 self.rows_by_node[w.node.node_id] += 1
-                info = {"row_fields": {"farm_node": w.node.node_id}, **first_info}
+                info = {
+                    "row_fields": {**res.get("info", {}).get("row_fields", {}), "farm_node": w.node.node_id},
+                    **first_info,
+                }
                 first_info = {}
                 rows.append((op.key, measurement_of(res), info))
             dispatch()  # the freed nodes start their next op before the driver saves these rows

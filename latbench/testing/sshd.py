@@ -66,10 +66,11 @@ class TestBoard:
         }
 
     def set_args(self, **extra: object) -> list[str]:
-        """The ``--set key=value`` arguments of ``latbench profile ssh`` for this board."""
+        """The arguments of ``latbench profile ssh`` for this board: ``--host/--port/--user/--key``, the rest
+        as ``--set key=value``."""
         out: list[str] = []
         for k, v in self.settings(**extra).items():
-            out += ["--set", f"{k}={v}"]
+            out += [f"--{k}", str(v)] if k in ("host", "port", "user", "key") else ["--set", f"{k}={v}"]
         return out
 
     def stop(self) -> None:
