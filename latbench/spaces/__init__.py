@@ -12,11 +12,13 @@ from latbench.errors import ArchError, UnknownNameError
 from latbench.spaces.base import Arch, Decision, SearchSpace
 from latbench.spaces.darts import DartsCell
 from latbench.spaces.mobile import OFAMobileNetV3, ProxylessMobile
+from latbench.spaces.nb201 import NasBench201
 
 SPACES: dict[str, type[SearchSpace]] = {
     ProxylessMobile.name: ProxylessMobile,
     OFAMobileNetV3.name: OFAMobileNetV3,
     DartsCell.name: DartsCell,
+    NasBench201.name: NasBench201,
 }
 
 __all__ = ["SPACES", "Arch", "Decision", "SearchSpace", "get_space", "load_archs", "space_of"]
