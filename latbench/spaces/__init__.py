@@ -11,6 +11,7 @@ from typing import Any
 from latbench.errors import ArchError, UnknownNameError
 from latbench.spaces.base import Arch, Decision, SearchSpace
 from latbench.spaces.darts import DartsCell
+from latbench.spaces.fbnet import FBNet
 from latbench.spaces.mobile import OFAMobileNetV3, ProxylessMobile
 from latbench.spaces.nb201 import NasBench201
 
@@ -19,6 +20,7 @@ SPACES: dict[str, type[SearchSpace]] = {
     OFAMobileNetV3.name: OFAMobileNetV3,
     DartsCell.name: DartsCell,
     NasBench201.name: NasBench201,
+    FBNet.name: FBNet,
 }
 
 __all__ = ["SPACES", "Arch", "Decision", "SearchSpace", "get_space", "load_archs", "space_of"]
