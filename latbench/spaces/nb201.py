@@ -328,6 +328,21 @@ class NasBench201(SearchSpace):
         parts.append(np.broadcast_to(head, (n, len(head))))
         return np.concatenate(parts, axis=1)
 
+    # ------------------------------------------------------------ counts
+    def _param_correction(self) -> int:
+        """Parameters the op rows do not describe: the final BN (+), the BN-less shortcut 1x1 convs (-)."""
+        c = self.params["channels"]
+        return 2 * 4 * c - 2 * (2 * c) - 2 * (4 * c)
+
+    def params_count(self, arch: Arch) -> int:
+        """Exact parameters of the benchmark network (1,531,546 for all-``nor_conv_3x3``, 10 classes)."""
+        return super().params_count(arch) + self._param_correction()
+
+    def summary(self, arch: Arch) -> dict[str, Any]:
+        out = super().summary(arch)
+        out["params"] += self._param_correction()
+        return out
+
     # ------------------------------------------------------------ network
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
