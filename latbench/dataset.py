@@ -138,7 +138,9 @@ def dataset_csv_text(archs: list[str], columns: dict[str, np.ndarray], extra: di
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["arch", *columns, *extra])
     for i, key in enumerate(archs):
-        w.writerow([key, *(f"{float(c[i]):.6g}" for c in columns.values()), *(f"{float(e[i]):.6g}" for e in extra.values())])
+        w.writerow(
+            [key, *(f"{float(c[i]):.6g}" for c in columns.values()), *(f"{float(e[i]):.6g}" for e in extra.values())]
+        )
     return buf.getvalue()
 
 
@@ -199,7 +201,9 @@ def _parse_ms(text: str, where: str) -> float:
     return v
 
 
-def _rows(csv_path: Path, text: str, side: dict[str, Any], space: SearchSpace) -> tuple[list[str], dict[str, list[float]]]:
+def _rows(
+    csv_path: Path, text: str, side: dict[str, Any], space: SearchSpace
+) -> tuple[list[str], dict[str, list[float]]]:
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
     cols = list(side["columns"]) + list(side.get("extra_columns") or [])
@@ -274,7 +278,9 @@ def load_dataset(path: str | os.PathLike[str], column: str | None = None) -> Net
     sets = load_datasets(text)
     if column is None:
         if len(sets) > 1:
-            raise DatasetError(f"{text} holds {len(sets)} devices; name one as FILE:DEVICE ({', '.join(d.column for d in sets)})")
+            raise DatasetError(
+                f"{text} holds {len(sets)} devices; name one as FILE:DEVICE ({', '.join(d.column for d in sets)})"
+            )
         return sets[0]
     for d in sets:
         if d.column == column or d.name == column:
@@ -336,7 +342,9 @@ def import_published(
 
 
 # ----------------------------------------------------------------------------- measuring on a local device
-def distinct_archs(space: SearchSpace, *, all_archs: bool = False, sample: int | None = None, seed: int = 0) -> list[Arch]:
+def distinct_archs(
+    space: SearchSpace, *, all_archs: bool = False, sample: int | None = None, seed: int = 0
+) -> list[Arch]:
     """The networks a dataset measures: every distinct one (``all_archs``) or ``sample`` of them, seeded.
 
     ``nb201``: one representative per isomorphism class (4,930). Other spaces:
@@ -352,7 +360,11 @@ def distinct_archs(space: SearchSpace, *, all_archs: bool = False, sample: int |
         from latbench.spaces.nb201 import representatives
 
         reps = representatives()
-        chosen = reps if all_archs else [reps[i] for i in rng.choice(len(reps), size=min(sample or 0, len(reps)), replace=False)]
+        chosen = (
+            reps
+            if all_archs
+            else [reps[i] for i in rng.choice(len(reps), size=min(sample or 0, len(reps)), replace=False)]
+        )
         return [space.arch_from_index(i) for i in chosen]  # type: ignore[attr-defined]
     total = int(np.prod(space.cardinalities))
     if all_archs:

@@ -68,9 +68,7 @@ class ResidualReduction(nn.Module):
         super().__init__()
         self.conv_a = ReLUConvBN(cin, cout, 3, stride=2)
         self.conv_b = ReLUConvBN(cout, cout, 3)
-        self.downsample = nn.Sequential(
-            nn.AvgPool2d(2, stride=2, padding=0), nn.Conv2d(cin, cout, 1, bias=False)
-        )
+        self.downsample = nn.Sequential(nn.AvgPool2d(2, stride=2, padding=0), nn.Conv2d(cin, cout, 1, bias=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.downsample(x) + self.conv_b(self.conv_a(x))

@@ -23,9 +23,7 @@ def test_layout_22_layers_9_candidates() -> None:
     assert s._layout["tail"][0].cout == 1984 and s._layout["tail"][0].hw == 7
 
 
-@pytest.mark.parametrize(
-    ("seed", "mmacs"), [("fbnet-a", 249), ("fbnet-b", 295), ("fbnet-c", 375)]
-)
+@pytest.mark.parametrize(("seed", "mmacs"), [("fbnet-a", 249), ("fbnet-b", 295), ("fbnet-c", 375)])
 def test_seeds_have_the_published_flops(seed: str, mmacs: float) -> None:
     s = get_space("fbnet")
     arch = s.seed(seed)

@@ -151,8 +151,28 @@ def test_cli_shots_train_predict_and_search(home: Path, tmp_path: Path, capsys: 
     assert code == 0 and abs(json.loads(out)[0]["predicted_ms"] / truth[arch] - 1) < 0.15
     runs = tmp_path / "runs"
     code, out, err = run_cli(
-        capsys, "search", "mnas", "--space", "nb201", "--predictor", pred, "--target", "8ms", "--trials", "6",
-        "--strategy", "random", "--reward", "hard", "--evaluator", "zero-cost", "--seed", "0", "--out", runs, "--json",
+        capsys,
+        "search",
+        "mnas",
+        "--space",
+        "nb201",
+        "--predictor",
+        pred,
+        "--target",
+        "8ms",
+        "--trials",
+        "6",
+        "--strategy",
+        "random",
+        "--reward",
+        "hard",
+        "--evaluator",
+        "zero-cost",
+        "--seed",
+        "0",
+        "--out",
+        runs,
+        "--json",
     )
     assert code == 0, err
     assert "predicted" in out

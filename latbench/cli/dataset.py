@@ -20,7 +20,9 @@ from latbench.cli.common import emit, out
 from latbench.errors import LatbenchError
 
 dataset_app = typer.Typer(help="Network latency datasets: import, show, measure.", no_args_is_help=True)
-transfer_app = typer.Typer(help="Few-shot latency transfer to a new device: train, eval, predict.", no_args_is_help=True)
+transfer_app = typer.Typer(
+    help="Few-shot latency transfer to a new device: train, eval, predict.", no_args_is_help=True
+)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 RefsOpt = Annotated[
@@ -106,7 +108,9 @@ def dataset_measure(
     sample: Annotated[int | None, typer.Option(help="Measure N distinct networks drawn with --seed.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of --sample.")] = 0,
     archs: Annotated[Path | None, typer.Option(help="Measure these archs (.json / .jsonl), e.g. from `shots`.")] = None,
-    out_path: Annotated[Path | None, typer.Option("--out", help="Dataset CSV (default datasets/<space>/<device>.csv).")] = None,
+    out_path: Annotated[
+        Path | None, typer.Option("--out", help="Dataset CSV (default datasets/<space>/<device>.csv).")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Keep what the file holds and measure what is missing.")] = False,
     force: Annotated[bool, typer.Option(help="Start the file again.")] = False,
     min_time: Annotated[float | None, typer.Option(help="Seconds of timing per network and round.")] = None,
@@ -147,7 +151,9 @@ def shots(
     seed: Annotated[int, typer.Option(help="Seed (the first shot; the rest follow deterministically).")] = 0,
     references: RefsOpt = None,
     exclude: Annotated[list[str] | None, typer.Option(help="Reference device to leave out; repeat.")] = None,
-    out_path: Annotated[Path | None, typer.Option("--out", help="Write the archs as JSONL (for dataset measure).")] = None,
+    out_path: Annotated[
+        Path | None, typer.Option("--out", help="Write the archs as JSONL (for dataset measure).")
+    ] = None,
     force: Annotated[bool, typer.Option(help="Overwrite --out.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -244,7 +250,9 @@ def transfer_eval(
 
 def transfer_predict(
     predictor: Annotated[Path, typer.Argument(help="Transfer predictor file.")],
-    arch: Annotated[str | None, typer.Option(help="Arch JSON file (.json / .jsonl) or a benchmark arch string.")] = None,
+    arch: Annotated[
+        str | None, typer.Option(help="Arch JSON file (.json / .jsonl) or a benchmark arch string.")
+    ] = None,
     force: Annotated[bool, typer.Option(help="Use a predictor filed under another device.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -258,11 +266,20 @@ def transfer_predict(
     model = load_transfer(predictor, force=force)
     if arch is None:
         allp = model.predict_all()
-        info = {"archs": len(allp), "min_ms": float(allp.min()), "median_ms": float(np.median(allp)), "max_ms": float(allp.max())}
+        info = {
+            "archs": len(allp),
+            "min_ms": float(allp.min()),
+            "median_ms": float(np.median(allp)),
+            "max_ms": float(allp.max()),
+        }
         emit(as_json, info, lambda: _say(json.dumps(info)))
         return
     archs = load_archs(arch, model.space.name) if Path(arch).exists() else [arch_from_key(model.space, arch)]
-    rows = [{"arch": arch_key(model.space, a), "predicted_ms": float(v)} for a, v in zip(archs, model.predict_archs(archs), strict=True)]
+    rows = [
+        {"arch": arch_key(model.space, a), "predicted_ms": float(v)}
+        for a, v in zip(archs, model.predict_archs(archs), strict=True)
+    ]
+
     def human() -> None:
         for r in rows:
             _say(f"{r['predicted_ms']:.3f} ms  {r['arch']}")

@@ -95,7 +95,9 @@ class ReferenceMatrix:
         for d in datasets[1:]:
             common &= set(d.archs)
         if len(common) < 20:
-            raise TransferError(f"the reference datasets share only {len(common)} archs; they must measure the same networks")
+            raise TransferError(
+                f"the reference datasets share only {len(common)} archs; they must measure the same networks"
+            )
         self.datasets = datasets
         self.space = first.get_space()
         self.keys = [k for k in first.archs if k in common]
@@ -536,4 +538,3 @@ __all__ = [
     "read_shots",
     "select_shots",
 ]
-

@@ -48,7 +48,9 @@ EDGE_NAMES = tuple(f"e{j}_{i}" for i, j in NB201_EDGES)
 NUM_ARCHS = 5**6
 NUM_ISOMORPHISM_CLASSES = 4930
 NUM_BENCHMARK_UNIQUE_STRS = 6466
-_STR_RE = re.compile(r"^\|([a-z0-9_]+)~0\|\+\|([a-z0-9_]+)~0\|([a-z0-9_]+)~1\|\+\|([a-z0-9_]+)~0\|([a-z0-9_]+)~1\|([a-z0-9_]+)~2\|$")
+_STR_RE = re.compile(
+    r"^\|([a-z0-9_]+)~0\|\+\|([a-z0-9_]+)~0\|([a-z0-9_]+)~1\|\+\|([a-z0-9_]+)~0\|([a-z0-9_]+)~1\|([a-z0-9_]+)~2\|$"
+)
 
 Ops6 = tuple[str, str, str, str, str, str]
 
