@@ -204,7 +204,14 @@ def transfer_train(
     target = out_path or paths.write_dir("predictors") / name / f"{space}-transfer.json"
     if Path(target).exists() and not force:
         raise LatbenchError(f"{target} exists; pass --force to overwrite it")
-    model = fit_transfer(refs, measured, device={"name": name}, seed=seed)
+    fingerprint = None
+    if shots_file.suffix == ".csv" and shots_file.with_suffix(".json").is_file():
+        from latbench.dataset import load_dataset
+
+        fp = load_dataset(shots_file).device.get("fingerprint") or {}
+        if fp.get("id"):  # measured by latbench: the predictor is for that device
+            fingerprint = {"id": fp["id"], "kind": "measured shots"}
+    model = fit_transfer(refs, measured, device={"name": name}, fingerprint=fingerprint, seed=seed)
     model.save(target, force=force)
     m = model.meta["metrics"]
     info = {"path": str(target), "k": len(measured), "config": list(model.config), "references": refs.names, **m}
