@@ -14,9 +14,8 @@ milliseconds; any failure is one :class:`DatasetError` line naming the file.
 A file with several latency columns (a published benchmark) yields one
 :class:`NetworkDataset` per column.
 
-:func:`measure_dataset` measures a space's distinct networks on a local
-device into a dataset, resumably: rows are appended (atomically, under a file
-lock) after every chunk, and ``resume`` measures only what is missing.
+:func:`latbench.dataset_measure.measure_dataset` measures a space's distinct
+networks (:func:`distinct_archs`) on a local device into a dataset, resumably.
 """
 
 from __future__ import annotations
@@ -378,94 +377,3 @@ def distinct_archs(
         a = space.sample(rng)
         out.setdefault(arch_key(space, a), a)
     return list(out.values())
-
-
-def _existing_rows(target: Path, space: SearchSpace, fp_id: str) -> tuple[list[str], list[float], list[float]]:
-    ds = load_dataset(target)
-    if ds.space != space.name or ds.space_params != dict(space.params):
-        raise DatasetError(f"{target} is a dataset of {ds.space} {ds.space_params}, not {space.name} {space.params}")
-    have = (ds.device.get("fingerprint") or {}).get("id")
-    if have != fp_id:
-        raise DatasetError(f"{target} was measured on device {have}, this device is {fp_id}; give another --out")
-    iqr = ds.extra.get("iqr_ms", np.zeros(len(ds)))
-    return list(ds.archs), [float(v) for v in ds.ms], [float(v) for v in iqr]
-
-
-def measure_dataset(
-    device: str,
-    space: SearchSpace,
-    out: str | os.PathLike[str],
-    archs: list[Arch],
-    *,
-    resume: bool = False,
-    force: bool = False,
-    chunk: int = 8,
-    config: Any = None,
-    selection: str = "",
-) -> Path:
-    """Measure ``archs`` end to end on ``device`` into the dataset ``out``; resumable, written after every chunk.
-
-    Refuses before measuring anything: an existing ``out`` without ``resume``
-    / ``force``, a dataset of another space or device, a folder that cannot be
-    written, a second writer (file lock).
-    """
-    from filelock import FileLock, Timeout
-
-    from latbench import __version__
-    from latbench.fingerprint import now_iso
-    from latbench.progress import track
-    from latbench.service import measure_archs, network_timing, open_device
-
-    target = paths.check_writable_target(Path(out))
-    if target.suffix != ".csv":
-        raise DatasetError(f"dataset file must end in .csv, got {target}")
-    paths.ensure_writable_dir(target.parent)
-    if target.exists() and not (resume or force):
-        raise DatasetError(f"{target} exists; pass --resume to measure what is missing or --force to start again")
-    profile, backend = open_device(device)
-    fp = backend.fingerprint()
-    config = config or network_timing(backend)
-    lock = FileLock(str(target) + ".lock")
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise DatasetError(f"{target} is being written by another latbench process ({target}.lock)") from None
-    try:
-        keys: list[str] = []
-        ms: list[float] = []
-        iqr: list[float] = []
-        if target.exists() and resume:
-            keys, ms, iqr = _existing_rows(target, space, fp.id)
-        done = set(keys)
-        todo = [a for a in archs if arch_key(space, a) not in done]
-        dev = {"name": profile.name, "backend": profile.backend, "fingerprint": {"id": fp.id}}
-        prov = {
-            "kind": "measured",
-            "by": f"latbench {__version__}",
-            "settings": dict(getattr(backend, "settings", {}) or {}),
-            "timing": config.to_dict(),
-            "selection": selection,
-            "created": now_iso(),
-        }
-        with track(f"measure {space.name} on {profile.name}", total=len(todo)) as update:
-            for start in range(0, len(todo), chunk):
-                part = todo[start : start + chunk]
-                results, _ = measure_archs(backend, part, config, sentinel_ref_ms=profile.sentinel_ms, progress=False)
-                for a, m in zip(part, results, strict=True):
-                    keys.append(arch_key(space, a))
-                    ms.append(float(m.median))
-                    iqr.append(float(m.iqr))
-                write_dataset(
-                    target,
-                    space,
-                    keys,
-                    {profile.name: (np.asarray(ms), dev, prov)},
-                    {"iqr_ms": np.asarray(iqr)},
-                )
-                update(start + len(part), len(todo))
-        if not todo and not target.exists():
-            raise DatasetError("nothing to measure")
-    finally:
-        lock.release()
-        Path(str(target) + ".lock").unlink(missing_ok=True)
-    return target

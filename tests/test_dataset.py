@@ -15,9 +15,9 @@ from latbench.dataset import (
     import_published,
     load_dataset,
     load_datasets,
-    measure_dataset,
     write_dataset,
 )
+from latbench.dataset_measure import measure_dataset
 from latbench.measure.harness import TimingConfig
 from latbench.spaces import get_space
 from tests.conftest import run_cli

@@ -94,6 +94,13 @@ def test_isomorphism_classes() -> None:
         assert works[0] == min(works)
 
 
+def test_torch_module_uses_the_space_edge_order() -> None:
+    from latbench.spaces.nb201 import NB201_EDGES
+    from latbench.torch_nb201 import NB201_EDGES as TORCH_EDGES
+
+    assert TORCH_EDGES == NB201_EDGES
+
+
 def test_parameter_count_matches_the_benchmark() -> None:
     s = get_space("nb201", num_classes=10)
     arch = s.arch({n: "nor_conv_3x3" for n in EDGE_NAMES})

@@ -15,11 +15,11 @@ from latbench.predict.transfer import (
     TransferModel,
     fit_transfer,
     load_references,
-    load_transfer,
     read_shots,
     select_shots,
 )
 from latbench.predict.transfer_eval import lodo
+from latbench.predict.transfer_io import load_transfer
 from latbench.spaces import get_space
 from tests.conftest import run_cli
 

@@ -118,7 +118,8 @@ def dataset_measure(
 ) -> None:
     """Measure whole networks of a space on a local device into a dataset (resumable)."""
     from latbench import paths
-    from latbench.dataset import distinct_archs, load_dataset, measure_dataset
+    from latbench.dataset import distinct_archs, load_dataset
+    from latbench.dataset_measure import measure_dataset
     from latbench.service import network_timing, open_device
     from latbench.spaces import get_space, load_archs
 
@@ -267,7 +268,7 @@ def transfer_predict(
     import numpy as np
 
     from latbench.dataset import arch_from_key, arch_key
-    from latbench.predict.transfer import load_transfer
+    from latbench.predict.transfer_io import load_transfer
     from latbench.spaces import load_archs
 
     model = load_transfer(predictor, force=force)

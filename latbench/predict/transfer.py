@@ -317,12 +317,14 @@ class TransferModel:
         }
 
     def save(self, path: str | Path, *, force: bool = False) -> Path:
-        from latbench.predict.io import dumps_predictor
-
         target = paths.check_writable_target(Path(path))
         if target.exists() and not force:
             raise TransferError(f"{target} exists; pass --force to overwrite it")
-        paths.atomic_write_text(target, dumps_predictor(self.to_doc()))
+        doc = self.to_doc()
+        head = json.dumps({k: v for k, v in doc.items() if k != "state"}, indent=1, allow_nan=False)
+        state = json.dumps(doc["state"], separators=(",", ":"), allow_nan=False)
+        # the predictor file layout of latbench.predict.io: metadata for people, the state on one line
+        paths.atomic_write_text(target, head[: -len("\n}")] + ',\n "state": ' + state + "\n}\n")
         return target
 
     @classmethod
@@ -510,19 +512,6 @@ def read_shots(path: str | Path, space: SearchSpace) -> dict[str, float]:
     return out
 
 
-def load_transfer(path: str | Path, *, force: bool = False, device: Any = None) -> TransferModel:
-    """Load a transfer predictor file (validated: schema, kind, references and their fingerprints)."""
-    from latbench.predict.io import check_device, read_predictor_doc
-
-    doc, found = read_predictor_doc(path)
-    if doc.get("kind") != KIND:
-        raise TransferError(f"{found}: not a transfer predictor (kind {doc.get('kind')!r})")
-    check_device(doc, found, device, force=force)
-    model = TransferModel.from_doc(doc, str(found))
-    model.meta["path"] = str(found)
-    return model
-
-
 __all__ = [
     "CANDIDATES",
     "Design",
@@ -534,7 +523,6 @@ __all__ = [
     "choose_config",
     "fit_transfer",
     "load_references",
-    "load_transfer",
     "read_shots",
     "select_shots",
 ]
