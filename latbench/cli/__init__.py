@@ -33,7 +33,7 @@ def _register() -> None:
     core.register(app)
     demo.register(app)
     # --- command modules of the other parts (one line each) ---
-    for module in ("ort", "predictor", "mnas", "proxyless", "farm", "runs"):
+    for module in ("ort", "predictor", "mnas", "proxyless", "farm", "runs", "dataset"):
         try:
             mod = __import__(f"latbench.cli.{module}", fromlist=["register"])
         except ModuleNotFoundError as exc:

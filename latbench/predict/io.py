@@ -274,4 +274,10 @@ def _build(
         return FlopsLinearModel.from_state(doc["model"], state, calibration, fp)
     if kind == "op-regression":
         return OpRegressionModel.from_state(doc["model"], state, calibration, fp)
-    raise PredictorError(f"{found}: unknown predictor kind {kind!r} (known: table-lookup, flops-linear, op-regression)")
+    if kind == "transfer":
+        from latbench.predict.transfer import TransferModel
+
+        return TransferModel.from_doc(doc, str(found))
+    raise PredictorError(
+        f"{found}: unknown predictor kind {kind!r} (known: table-lookup, flops-linear, op-regression, transfer)"
+    )

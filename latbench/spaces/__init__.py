@@ -13,12 +13,16 @@ from typing import Any
 from latbench.errors import ArchError, LatbenchError, UnknownNameError
 from latbench.spaces.base import Arch, Decision, SearchSpace
 from latbench.spaces.darts import DartsCell
+from latbench.spaces.fbnet import FBNet
 from latbench.spaces.mobile import OFAMobileNetV3, ProxylessMobile
+from latbench.spaces.nb201 import NasBench201
 
 SPACES: dict[str, type[SearchSpace]] = {
     ProxylessMobile.name: ProxylessMobile,
     OFAMobileNetV3.name: OFAMobileNetV3,
     DartsCell.name: DartsCell,
+    NasBench201.name: NasBench201,
+    FBNet.name: FBNet,
 }
 
 __all__ = [
