@@ -99,11 +99,11 @@ def test_edited_csv_and_missing_sidecar_are_refused(tmp_path: Path) -> None:
 def test_cli_import_and_refusal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "pub.csv"
     bad.write_text(f"arch,devA\n{ARCH0},1.5\n{ARCH1},-1\n")
-    code, _, err = run_cli(capsys, "dataset", "import", bad, "--space", "nb201", "--out", tmp_path / "out")
+    code, _, err = run_cli(capsys, "dataset", "import", bad, "--space", "nb201", "--out-dir", tmp_path / "out")
     assert code == 2 and err.startswith("latbench: error: ") and "pub.csv:3" in err
     assert not (tmp_path / "out" / "devA.csv").exists()
     bad.write_text(f"arch,devA\n{ARCH0},1.5\n{ARCH1},2.5\n")
-    code, out, _ = run_cli(capsys, "dataset", "import", bad, "--space", "nb201", "--out", tmp_path / "out")
+    code, out, _ = run_cli(capsys, "dataset", "import", bad, "--space", "nb201", "--out-dir", tmp_path / "out")
     assert code == 0 and "wrote 1 datasets" in out
     assert load_dataset(tmp_path / "out" / "devA.csv").ms.tolist() == [1.5, 2.5]
 

@@ -170,7 +170,7 @@ def test_cli_shots_train_predict_and_search(home: Path, tmp_path: Path, capsys: 
         "zero-cost",
         "--seed",
         "0",
-        "--out",
+        "--runs-dir",
         runs,
         "--json",
     )

@@ -3,7 +3,7 @@
 Few-shot transfer in two commands (plus measuring)::
 
     latbench shots --space nb201 -k 10 --out shots.jsonl         # which networks to measure
-    latbench dataset measure --device cpu --archs shots.jsonl --out shots.csv   # or measure them any way: arch,ms
+    latbench dataset measure --device cpu --arch shots.jsonl --out shots.csv   # or measure them any way: arch,ms
     latbench transfer train --shots shots.csv --name mydev --out predictors/mydev/nb201-transfer.json
     latbench search mnas --space nb201 --predictor predictors/mydev/nb201-transfer.json --target 8ms
 """
@@ -52,7 +52,7 @@ def register(app: typer.Typer) -> None:
 def dataset_import(
     file: Annotated[Path, typer.Argument(help="Published CSV: [index,]arch,<device>,... (ms).")],
     space: Annotated[str, typer.Option(help="Search space of the archs.")] = "nb201",
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Folder (default datasets/<space>/).")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Folder (default datasets/<space>/).")] = None,
     source: Annotated[str, typer.Option(help="Where the numbers come from (kept as provenance).")] = "",
     force: Annotated[bool, typer.Option(help="Replace existing datasets.")] = False,
     as_json: JsonOpt = False,
@@ -107,7 +107,9 @@ def dataset_measure(
     all_archs: Annotated[bool, typer.Option("--all", help="Every distinct network (nb201: one per class).")] = False,
     sample: Annotated[int | None, typer.Option(help="Measure N distinct networks drawn with --seed.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of --sample.")] = 0,
-    archs: Annotated[Path | None, typer.Option(help="Measure these archs (.json / .jsonl), e.g. from `shots`.")] = None,
+    archs: Annotated[
+        Path | None, typer.Option("--arch", help="Measure these archs (.json / .jsonl), e.g. from `shots`.")
+    ] = None,
     out_path: Annotated[
         Path | None, typer.Option("--out", help="Dataset CSV (default datasets/<space>/<device>.csv).")
     ] = None,
@@ -126,7 +128,7 @@ def dataset_measure(
     sp = get_space(space)
     if archs is not None:
         if all_archs or sample is not None:
-            raise LatbenchError("give --archs, --all or --sample N, not several")
+            raise LatbenchError("give --arch, --all or --sample N, not several")
         todo = load_archs(str(archs), default_space=space)
         selection = f"archs from {archs.name}"
     else:
