@@ -18,6 +18,7 @@ import numpy as np
 from latbench import paths
 from latbench.device import library_versions, now_iso
 from latbench.errors import LatbenchError
+from latbench.ops import OpSpec
 from latbench.predict.glue import fit_glue_on, load_measurements, measure_and_fit_glue
 from latbench.predict.metrics import accuracy
 from latbench.predict.models import cross_val_predict_ops, fit_model, table_rows
@@ -70,11 +71,49 @@ def train_predictor(
     """Fit ``model_name`` on ``tables``, score it out of sample, calibrate on ``calib_archs`` measured networks.
 
     ``calib_from`` calibrates on networks already measured on the table's device
-    instead (a ``latbench measure --arch ... --out`` file).
+    instead (a ``latbench measure --arch ... --out`` file). Everything that can
+    be refused (destination, rows, the glue's device) is refused before training.
 
     The returned model carries ``meta`` (device, versions, space, training
     provenance, metrics, calibration fit) that :func:`~latbench.predict.io.save_predictor` writes.
     """
+    ops, ms = _check_request(model_name, tables, regressor, out)
+    space = space_of_tables(tables)
+    _check_glue_request(tables, space, calib_archs, calib_from, backend)
+    model = fit_model(model_name, tables, seed=seed, regressor=regressor)
+    if model_name == "lut" and regressor is None:
+        metrics: dict[str, Any] = {
+            "ops": {"note": "exact lookup: reproduces every table row; cannot predict ops it has not seen"}
+        }
+    else:
+        metrics = _out_of_sample_metrics(model, model_name, tables, space, ops, ms, cv_folds, seed, regressor)
+    model.meta = {
+        "device": device or tables[0].device,
+        "versions": library_versions(),
+        "space": space.name if space else tables[0].space,
+        "space_params": space.params if space else tables[0].space_params,
+        "created": now_iso(),
+        "training": _training_record(model, tables, ops, seed, cv_folds),
+        "metrics": metrics,
+    }
+    if calib_from is not None:
+        archs, measured, _ = load_measurements(calib_from)
+        fit = fit_glue_on(model, archs, measured)
+        model.meta["calibration_fit"] = {**fit, "from": str(calib_from)}
+        model.meta["metrics"]["calibration_in_sample"] = fit["after_in_sample"]
+    if calib_archs:
+        fit = measure_and_fit_glue(
+            model, backend, space, calib_archs, seed=seed, sentinel_ref_ms=sentinel_ref_ms, progress=progress
+        )
+        model.meta["calibration_fit"] = fit
+        model.meta["metrics"]["calibration_in_sample"] = fit["after_in_sample"]
+    return model
+
+
+def _check_request(
+    model_name: str, tables: list[LatencyTable], regressor: Any, out: str | Path | None
+) -> tuple[list[OpSpec], np.ndarray]:
+    """The training rows, after refusing what cannot train: no table, too few rows, an unwritable destination."""
     if not tables:
         raise LatbenchError("give at least one --table")
     if out is not None:  # the destination first: a read-only folder is one line now, not after the training
@@ -89,89 +128,97 @@ def train_predictor(
             f"only {len(ops)} training row in {names}: model {model_name!r} needs at least 2 (its out-of-sample "
             "metrics hold rows out); measure more ops, or use --model lut"
         )
-    model = fit_model(model_name, tables, seed=seed, regressor=regressor)
-    space = space_of_tables(tables)
-    metrics: dict[str, Any] = {}
-    if model_name == "lut" and regressor is None:
-        metrics["ops"] = {"note": "exact lookup: reproduces every table row; cannot predict ops it has not seen"}
-    else:
-        oof = cross_val_predict_ops(model_name, ops, ms, folds=cv_folds, seed=seed, regressor=regressor)
-        ok = np.isfinite(oof)
-        metrics["ops"] = {"method": f"{cv_folds}-fold cross-validation over table rows", **accuracy(oof[ok], ms[ok])}
-        per_type = {}
-        for t in sorted({o.type for o in ops}):
-            sel = np.array([o.type == t for o in ops]) & ok
-            if sel.sum() >= 3:
-                per_type[t] = accuracy(oof[sel], ms[sel])
-        metrics["ops_per_type"] = per_type
-        if space is not None:
-            # an op whose type has a single row cannot be predicted out of fold: use the full model there
-            lone = np.flatnonzero(~ok)
-            filled = oof.copy()
-            if len(lone):
-                filled[lone] = model.predict_ops([ops[i] for i in lone])
-            arch = arch_level_metrics(space, tables, ops, filled, seed=seed)
-            if arch is not None and len(lone):
-                arch["in_sample_ops"] = [ops[i].key for i in lone]
-            if arch is not None:
-                metrics["archs_vs_lut_sum"] = arch
-    model.meta = {
-        "device": device or tables[0].device,
-        "versions": library_versions(),
-        "space": space.name if space else tables[0].space,
-        "space_params": space.params if space else tables[0].space_params,
-        "created": now_iso(),
-        "training": {
-            "tables": [
-                {
-                    "path": str(t.path) if t.path else None,
-                    "name": t.name,
-                    "space": t.space,
-                    "content_hash": t.content_hash(),
-                    "rows": len(t),
-                    "fingerprint": t.fingerprint_id,
-                    "source": t.source or None,
-                }
-                for t in tables
-            ],
-            "rows": len(ops),
-            "op_types": {t: int(sum(o.type == t for o in ops)) for t in sorted({o.type for o in ops})},
-            "seed": seed,
-            "cv_folds": cv_folds,
-            "regressor": _regressor_record(model),
-        },
-        "metrics": metrics,
-    }
+    return ops, ms
+
+
+def _check_glue_request(
+    tables: list[LatencyTable], space: Any, calib_archs: int, calib_from: str | None, backend: Any
+) -> None:
+    """Refuse a glue fit that cannot be right before any training: measurements of another device, or no
+    device (of the table's fingerprint) to measure networks on."""
+    table_id = tables[0].fingerprint_id
     if calib_from is not None:
         if calib_archs:
             raise LatbenchError("give --calib-archs or --calib-from, not both")
-        archs, measured, fp_id = load_measurements(calib_from)
-        if fp_id != tables[0].fingerprint_id:
-            raise LatbenchError(
-                f"--calib-from {calib_from} was measured on {fp_id}, the table on {tables[0].fingerprint_id}"
-            )
-        fit = fit_glue_on(model, archs, measured)
-        model.meta["calibration_fit"] = {**fit, "from": str(calib_from)}
-        model.meta["metrics"]["calibration_in_sample"] = fit["after_in_sample"]
-    if calib_archs:
-        if backend is None:
-            raise LatbenchError(
-                f"--calib-archs needs a device to measure networks on; table {tables[0].name} is from "
-                f"{tables[0].device.get('backend', '?')} device {tables[0].fingerprint_id}"
-            )
-        if space is None:
-            raise LatbenchError("--calib-archs needs a table of a search space (to sample networks from)")
-        if backend.fingerprint().id != tables[0].fingerprint_id:
-            raise LatbenchError(
-                f"--calib-archs: this device is {backend.fingerprint().id} but the table was measured on "
-                f"{tables[0].fingerprint_id}; calibrate on the table's device"
-            )
-        fit = measure_and_fit_glue(
-            model, backend, space, calib_archs, seed=seed, sentinel_ref_ms=sentinel_ref_ms, progress=progress
+        _, _, fp_id = load_measurements(calib_from)
+        if fp_id != table_id:
+            raise LatbenchError(f"--calib-from {calib_from} was measured on {fp_id}, the table on {table_id}")
+    if not calib_archs:
+        return
+    if backend is None:
+        raise LatbenchError(
+            f"--calib-archs needs a device to measure networks on; table {tables[0].name} is from "
+            f"{tables[0].device.get('backend', '?')} device {table_id}"
         )
-        model.meta["calibration_fit"] = fit
-        model.meta["metrics"]["calibration_in_sample"] = fit["after_in_sample"]
-    return model
+    if space is None:
+        raise LatbenchError("--calib-archs needs a table of a search space (to sample networks from)")
+    if backend.fingerprint().id != table_id:
+        raise LatbenchError(
+            f"--calib-archs: this device is {backend.fingerprint().id} but the table was measured on "
+            f"{table_id}; calibrate on the table's device"
+        )
+
+
+def _out_of_sample_metrics(
+    model: Any,
+    model_name: str,
+    tables: list[LatencyTable],
+    space: Any,
+    ops: list[OpSpec],
+    ms: np.ndarray,
+    cv_folds: int,
+    seed: int,
+    regressor: Any,
+) -> dict[str, Any]:
+    """Cross-validated op metrics (overall and per op type) and, for a space's table, arch-level metrics."""
+    oof = cross_val_predict_ops(model_name, ops, ms, folds=cv_folds, seed=seed, regressor=regressor)
+    ok = np.isfinite(oof)
+    metrics: dict[str, Any] = {
+        "ops": {"method": f"{cv_folds}-fold cross-validation over table rows", **accuracy(oof[ok], ms[ok])}
+    }
+    per_type = {}
+    for t in sorted({o.type for o in ops}):
+        sel = np.array([o.type == t for o in ops]) & ok
+        if sel.sum() >= 3:
+            per_type[t] = accuracy(oof[sel], ms[sel])
+    metrics["ops_per_type"] = per_type
+    if space is not None:
+        # an op whose type has a single row cannot be predicted out of fold: use the full model there
+        lone = np.flatnonzero(~ok)
+        filled = oof.copy()
+        if len(lone):
+            filled[lone] = model.predict_ops([ops[i] for i in lone])
+        arch = arch_level_metrics(space, tables, ops, filled, seed=seed)
+        if arch is not None and len(lone):
+            arch["in_sample_ops"] = [ops[i].key for i in lone]
+        if arch is not None:
+            metrics["archs_vs_lut_sum"] = arch
+    return metrics
+
+
+def _training_record(
+    model: Any, tables: list[LatencyTable], ops: list[OpSpec], seed: int, cv_folds: int
+) -> dict[str, Any]:
+    """What the model was trained on: each table (path, hash, fingerprint, source), rows per op type, settings."""
+    return {
+        "tables": [
+            {
+                "path": str(t.path) if t.path else None,
+                "name": t.name,
+                "space": t.space,
+                "content_hash": t.content_hash(),
+                "rows": len(t),
+                "fingerprint": t.fingerprint_id,
+                "source": t.source or None,
+            }
+            for t in tables
+        ],
+        "rows": len(ops),
+        "op_types": {t: int(sum(o.type == t for o in ops)) for t in sorted({o.type for o in ops})},
+        "seed": seed,
+        "cv_folds": cv_folds,
+        "regressor": _regressor_record(model),
+    }
 
 
 def _regressor_record(model: Any) -> dict[str, Any] | None:
