@@ -25,6 +25,7 @@ __all__ = [
     "message",
     "network_timing",
     "open_device",
+    "ops_to_measure",
     "resolve_latency_source",
     "set_reporter",
     "track",
@@ -169,3 +170,19 @@ def resolve_latency_source(
             f"`latbench table build --device {prof.name} --space {space.name}` first, or pass --table / --predictor"
         )
     raise LatbenchError("no latency source: give --table, --predictor or --device")
+
+
+# ----------------------------------------------------------------------------- what a table build measures
+def ops_to_measure(
+    space: str, *, resolution: int | None = None, width: float | None = None, sample: int | None = None, seed: int = 0
+) -> tuple[list[Any], str, dict[str, Any] | None]:
+    """``(ops, table space name, space params)`` of a table build: the space's vocabulary, or ``sample`` op
+    configs drawn across shapes with ``seed`` (table space ``sampled-<N>-seed<S>``)."""
+    if sample is not None:
+        from latbench.predict.sampling import sample_ops
+
+        return sample_ops(sample, seed=seed), f"sampled-{sample}-seed{seed}", None
+    from latbench.spaces import get_space
+
+    s = get_space(space, resolution=resolution, width=width)
+    return s.vocabulary, s.name, s.params

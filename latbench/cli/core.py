@@ -30,7 +30,7 @@ from latbench.cli.common import (
 )
 from latbench.device import DeviceProfile, list_profiles, now_iso
 from latbench.errors import LatbenchError, TableError
-from latbench.service import measure_archs, network_timing, open_device
+from latbench.service import measure_archs, network_timing, open_device, ops_to_measure
 from latbench.spaces import SPACES, get_space, load_archs, space_of
 from latbench.table import LatencyTable, build_table, default_table_path, import_published
 
@@ -229,32 +229,21 @@ def table_build(
 ) -> None:
     """Microbenchmark every op of a space on a device into a lookup table (resumable)."""
     if cluster is not None:
-        from latbench.farm.build import cluster_table_build
-
-        results = cluster_table_build(
+        _cluster_table_build(
             cluster,
             device,
-            space=space,
-            resolution=resolution,
-            width=width,
-            out=out_path,
-            resume=resume,
-            as_json=as_json,
-            drift=drift,
-            min_time=min_time,
-            sample=sample,
-            seed=seed,
-            adaptive=adaptive,
+            space,
+            resolution,
+            width,
+            out_path,
+            resume,
+            drift,
+            min_time,
+            sample,
+            seed,
+            adaptive,
+            as_json,
         )
-
-        def human() -> None:
-            for r in results:
-                out.print(
-                    f"{r['path']}: {r['rows']} rows ({r['measured_now']} measured now on {r['nodes_used']} "
-                    f"node(s), {r['noisy_rows']} noisy), device {r['fingerprint']}"
-                )
-
-        emit(as_json, results if len(results) > 1 else results[0], human)
         return
     if len(device) != 1:
         raise LatbenchError("several --device values need --cluster (a local build times one device)")
@@ -267,30 +256,13 @@ def table_build(
         config = config.with_(drift=drift)
     if min_time:
         config = config.with_(min_run_time_s=min_time)
-    if sample is not None and adaptive:
-        from latbench.predict.sampling import adaptive_table_ops
-
-        if out_path is None or not out_path.exists():
-            raise LatbenchError("--adaptive grows an existing sampled table: build it with --sample first, pass --out")
-        grown = LatencyTable.load(out_path)
-        ops, adaptive_info = adaptive_table_ops(grown, sample, seed=seed)
-        space_name, space_params, resume = grown.space or "sampled", grown.space_params, True
-        if not as_json:
-            console.print(
-                f"adaptive: {adaptive_info['new_ops']} new ops near the worst-predicted rows "
-                f"(out-of-fold MAPE now {100 * adaptive_info['oof_mape_before']:.1f}%)"
-            )
-    elif sample is not None:
-        from latbench.predict.sampling import sample_ops
-
-        ops = sample_ops(sample, seed=seed)
-        space_name, space_params = f"sampled-{sample}-seed{seed}", None
-    elif adaptive:
-        raise LatbenchError("--adaptive needs --sample N (how many new ops to add)")
+    if adaptive:
+        ops, space_name, space_params = _adaptive_ops(out_path, sample, seed, as_json)
+        resume = True
     else:
-        s = get_space(space, resolution=resolution, width=width)
-        ops = s.vocabulary
-        space_name, space_params = s.name, s.params
+        ops, space_name, space_params = ops_to_measure(
+            space, resolution=resolution, width=width, sample=sample, seed=seed
+        )
     path = out_path or default_table_path(prof.name, space_name, resolution)
     paths.check_writable_target(path)
     paths.ensure_writable_dir(path.parent)
@@ -323,6 +295,70 @@ def table_build(
             f"device {table.fingerprint_id}"
         ),
     )
+
+
+def _adaptive_ops(
+    out_path: Path | None, sample: int | None, seed: int, quiet: bool
+) -> tuple[list[Any], str, dict[str, Any] | None]:
+    """``--sample N --adaptive``: N new ops where a model fitted on the sampled table at ``out_path`` errs most."""
+    from latbench.predict.sampling import adaptive_table_ops
+
+    if sample is None:
+        raise LatbenchError("--adaptive needs --sample N (how many new ops to add)")
+    if out_path is None or not out_path.exists():
+        raise LatbenchError("--adaptive grows an existing sampled table: build it with --sample first, pass --out")
+    grown = LatencyTable.load(out_path)
+    ops, info = adaptive_table_ops(grown, sample, seed=seed)
+    if not quiet:
+        console.print(
+            f"adaptive: {info['new_ops']} new ops near the worst-predicted rows "
+            f"(out-of-fold MAPE now {100 * info['oof_mape_before']:.1f}%)"
+        )
+    return ops, grown.space or "sampled", grown.space_params
+
+
+def _cluster_table_build(
+    cluster: str,
+    devices: list[str],
+    space: str,
+    resolution: int | None,
+    width: float | None,
+    out_path: Path | None,
+    resume: bool,
+    drift: str | None,
+    min_time: float | None,
+    sample: int | None,
+    seed: int,
+    adaptive: bool,
+    as_json: bool,
+) -> None:
+    """``table build --cluster``: one build per device, sharded over the Ray nodes that serve it."""
+    from latbench.farm.build import cluster_table_build
+
+    results = cluster_table_build(
+        cluster,
+        devices,
+        space=space,
+        resolution=resolution,
+        width=width,
+        out=out_path,
+        resume=resume,
+        as_json=as_json,
+        drift=drift,
+        min_time=min_time,
+        sample=sample,
+        seed=seed,
+        adaptive=adaptive,
+    )
+
+    def human() -> None:
+        for r in results:
+            out.print(
+                f"{r['path']}: {r['rows']} rows ({r['measured_now']} measured now on {r['nodes_used']} "
+                f"node(s), {r['noisy_rows']} noisy), device {r['fingerprint']}"
+            )
+
+    emit(as_json, results if len(results) > 1 else results[0], human)
 
 
 @table_app.command("show")

@@ -396,8 +396,6 @@ def _ops_to_build(
     adaptive: bool,
 ) -> tuple[list[Any], str, dict[str, Any] | None]:
     """The ops of the request (the space's vocabulary, or ``sample`` sampled configs), checked up front."""
-    from latbench.spaces import get_space
-
     if not devices:
         raise FarmError("give at least one --device")
     if len(set(devices)) != len(devices):
@@ -408,12 +406,9 @@ def _ops_to_build(
         )
     if adaptive:
         raise FarmError("--adaptive is not sharded (it fits a model between rounds); grow the sampled table locally")
-    if sample is not None:
-        from latbench.predict.sampling import sample_ops
+    from latbench.service import ops_to_measure
 
-        return sample_ops(sample, seed=seed), f"sampled-{sample}-seed{seed}", None
-    s = get_space(space, resolution=resolution, width=width)
-    return s.vocabulary, s.name, s.params
+    return ops_to_measure(space, resolution=resolution, width=width, sample=sample, seed=seed)
 
 
 def _table_targets(
