@@ -48,10 +48,32 @@ class DeviceProfile:
     extra: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
 
-    def make_backend(self) -> Any:
+    @property
+    def emulated(self) -> bool:
+        """True for a calibrated profile: its backend is the emulator, its numbers the reference device's."""
+        return "calibration" in self.extra
+
+    @property
+    def kind(self) -> str:
+        """How this device's numbers are obtained: ``"emulated"`` (calibrated emulator) or ``"measured"``."""
+        return "emulated" if self.emulated else "measured"
+
+    def make_emulator(self) -> Any:
+        """The backend that runs the workloads: the profile's own backend with its settings."""
         from latbench.backends import get_backend
 
         return get_backend(self.backend, **self.settings)
+
+    def make_backend(self) -> Any:
+        """The device's backend; for a calibrated profile an :class:`~latbench.emulation.backend.EmulatedBackend`
+        around the emulator (phone-scale numbers), with the profile's ``[glue]`` when it has one."""
+        if not self.emulated:
+            return self.make_emulator()
+        from latbench.emulation.backend import EmulatedBackend
+
+        return EmulatedBackend(
+            emulator=self.make_emulator(), calibration=self.extra["calibration"], glue=self.extra.get("glue")
+        )
 
     def to_toml(self) -> str:
         import tomli_w

@@ -37,7 +37,6 @@ emulator's timings.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -257,6 +256,8 @@ class Calibration:
     emulator: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    #: op keys the reference device's table has: any other op's number is an extrapolation
+    reference_ops: list[str] = field(default_factory=list)
 
     def predict_features(self, feats: list[dict[str, float]]) -> np.ndarray:
         x = np.array([[f[n] for n in self.features] for f in feats], dtype=np.float64)
@@ -275,6 +276,7 @@ class Calibration:
             "reference": self.reference,
             "emulator": self.emulator,
             "metrics": self.metrics,
+            "reference_ops": sorted(self.reference_ops),
             "created": now_iso(),
             "versions": library_versions(),
         }
@@ -306,6 +308,7 @@ class Calibration:
             emulator=dict(d.get("emulator", {})),
             metrics=dict(d.get("metrics", {})),
             seed=int(d.get("seed", 0)),
+            reference_ops=[str(k) for k in d.get("reference_ops", [])],
         )
 
 
@@ -453,6 +456,7 @@ def calibrate(
     shot_ops = select_shots(common, shots, seed)
     shot_keys = [o.key for o in shot_ops]
     cal = fit_calibration(feats, ref_ms, shot_keys, model=model, stat=stat, seed=seed)
+    cal.reference_ops = sorted(reference.rows)
     cal.reference = {
         "name": reference.name,
         "path": str(reference.path) if reference.path else None,
@@ -552,27 +556,22 @@ class CalibratedLatency(OpSumModel):
         self.cal = calibration
         self.emulator = emulator
         self.calibration = e2e or E2ECalibration()
-        digest = hashlib.sha256(
-            repr(
-                (
-                    calibration.features,
-                    [round(float(c), 9) for c in calibration.coef],
-                    calibration.emulator.get("table_hash"),
-                )
-            ).encode()
-        ).hexdigest()[:10]
+        from latbench.emulation.backend import emulated_fingerprint_id
+
         ref = calibration.reference.get("fingerprint") or "reference"
+        emulator_id = emulator.table.fingerprint_id or calibration.emulator.get("fingerprint")
         self.fingerprint: dict[str, Any] = {
-            "id": f"calibrated-{ref}-{digest}",
-            "backend": "calibrated",
-            "settings": {
-                "model": calibration.model,
-                "reference": ref,
-                "emulator": calibration.emulator.get("fingerprint"),
-            },
+            "id": emulated_fingerprint_id(calibration, emulator_id),
+            "backend": "emulated",
+            "settings": {"model": calibration.model, "reference": ref, "emulator": emulator_id},
             "host": {"device": calibration.reference.get("description", "")},
             "versions": library_versions(),
         }
+        self.kind = "emulated"
+
+    def is_extrapolated(self, op: OpSpec) -> bool:
+        """True when ``op`` is not in the reference device's table (its number rests on the fit alone)."""
+        return bool(self.cal.reference_ops) and op.key not in set(self.cal.reference_ops)
 
     def predict_ops(self, ops: list[OpSpec]) -> np.ndarray:
         ops = list(ops)
@@ -595,15 +594,15 @@ class CalibratedLatency(OpSumModel):
         ref = self.cal.reference
         t = LatencyTable(
             fingerprint=self.fingerprint,
-            device={"name": f"calibrated-{ref.get('name', 'reference')}", "backend": "calibrated", "settings": {}},
+            device={"name": f"emulated-{ref.get('name', 'reference')}", "backend": "emulated", "settings": {}},
             space=self.emulator.table.space,
             space_params=self.emulator.table.space_params,
             source={"calibration": self.cal.to_dict(), "description": "predicted from emulator timings"},
             name=f"calibrated/{self.emulator.table.space or 'ops'}",
         )
         for op, v in zip(ops, ms, strict=True):
-            t.add(
-                op,
-                {"median_ms": float(v), "iqr_ms": 0.0, "p90_ms": float(v), "n": 0, "noisy": False, "predicted": True},
-            )
+            row = {"median_ms": float(v), "iqr_ms": 0.0, "p90_ms": float(v), "n": 0, "noisy": False, "predicted": True}
+            if self.is_extrapolated(op):
+                row["extrapolated"] = True
+            t.add(op, row)
         return t
