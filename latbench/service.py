@@ -141,12 +141,15 @@ def resolve_latency_source(
     if table and predictor:
         raise LatbenchError("give one latency source: --table or --predictor (with --device to measure results)")
     if table:
-        t = LatencyTable.load(table)
-        model: Any = TableLatency(t)
+        from latbench.predict.lut import ResolutionTables, load_tables
+
+        model = load_tables(table)
+        t = next(iter(model.tables.values())) if isinstance(model, ResolutionTables) else model.table
         compiled = model.compile(space)
         dev = device or t.device.get("name")
         backend, sentinel = _device_backend(dev, t.fingerprint_id, explicit=device is not None)
-        desc = f"LUT {t.path} ({t.device.get('name')}, {t.fingerprint_id})"
+        where = t.path if not isinstance(model, ResolutionTables) else f"{table} (resolutions {model.resolutions})"
+        desc = f"LUT {where} ({t.device.get('name')}, {t.fingerprint_id})"
         kind = "emulated" if _is_emulated_table(t) else "looked up"
         return LatencySource(
             model, compiled, dev if backend else t.device.get("name"), backend, desc, sentinel, kind=kind

@@ -28,7 +28,11 @@ from latbench.errors import LatbenchError
 from latbench.ops import OpSpec
 from latbench.spaces import get_space
 from latbench.table import LatencyTable, build_table
-from tests.conftest import NOTE10_YAML, PIXEL1_YAML
+
+# the shipped imports of the published tables (tests never read ../shared)
+_TABLES = Path(__file__).resolve().parents[1] / "tables"
+PIXEL1_YAML = _TABLES / "pixel1" / "proxyless-mobile.json"
+NOTE10_YAML = _TABLES / "note10" / "ofa-mbv3.json"
 
 
 @pytest.fixture
@@ -75,7 +79,7 @@ def test_row_ms_uses_lower_quartile_of_samples() -> None:
     assert row_ms({"median_ms": 5.0}, "p25") == 5.0
 
 
-def test_shots_span_stages_kernels_and_expands(need_luts: None) -> None:
+def test_shots_span_stages_kernels_and_expands() -> None:
     ref = load_reference(PIXEL1_YAML)
     ops = [OpSpec.from_dict(r["spec"]) for r in ref.rows.values()]
     shots = select_shots(ops, 10, seed=0)
@@ -116,7 +120,7 @@ def test_unknown_model_is_refused() -> None:
 
 
 # ------------------------------------------------------------------ end to end on the fake emulator
-def test_calibrate_never_sees_unseen_ops(fake_table: LatencyTable, home: Path, need_luts: None) -> None:
+def test_calibrate_never_sees_unseen_ops(fake_table: LatencyTable, home: Path) -> None:
     ref = load_reference(PIXEL1_YAML)
     be = get_backend("fake", device="emu")
     parts = home / "parts.json"
@@ -137,7 +141,7 @@ def test_calibrate_never_sees_unseen_ops(fake_table: LatencyTable, home: Path, n
     assert cal2.metrics["unseen_ops"]["mape"] > 5 * cal.metrics["unseen_ops"]["mape"]
 
 
-def test_calibrated_model_predicts_any_op_and_arch(fake_table: LatencyTable, home: Path, need_luts: None) -> None:
+def test_calibrated_model_predicts_any_op_and_arch(fake_table: LatencyTable, home: Path) -> None:
     ref = load_reference(PIXEL1_YAML)
     be = get_backend("fake", device="emu")
     cal, emu = calibrate(fake_table, ref, 10, backend=be, parts_path=home / "parts.json", n_archs=20)
@@ -153,14 +157,14 @@ def test_calibrated_model_predicts_any_op_and_arch(fake_table: LatencyTable, hom
     new = OpSpec("mbconv", 20, 40, 40, kernel=5, expand=3, act="relu6")
     assert model.predict_ops([new])[0] > 0
     t = model.predicted_table(space.vocabulary)
-    assert len(t) == 70 and t.fingerprint["id"].startswith("calibrated-published-pixel1")
+    assert len(t) == 70 and t.fingerprint["id"].startswith("emulated-published-pixel1")
     # without an emulator backend, missing timings are one clear error
     offline = CalibratedLatency(cal, EmulatorTimes(fake_table, emu.parts))
     with pytest.raises(LatbenchError, match="emulator timings missing"):
         offline.predict_ops([OpSpec("mbconv", 21, 40, 40, kernel=5, expand=3, act="relu6")])
 
 
-def test_cli_calibrate_writes_a_profile(fake_table: LatencyTable, home: Path, need_luts: None, capsys) -> None:
+def test_cli_calibrate_writes_a_profile(fake_table: LatencyTable, home: Path, capsys) -> None:
     out = home / "devices" / "pixel1-fake.toml"
     pred = home / "pred.json"
     args = [
@@ -193,7 +197,7 @@ def test_cli_calibrate_writes_a_profile(fake_table: LatencyTable, home: Path, ne
     assert "exists" in capsys.readouterr().err
 
 
-def test_cli_calibrate_bad_inputs(fake_table: LatencyTable, home: Path, need_luts: None, capsys) -> None:
+def test_cli_calibrate_bad_inputs(fake_table: LatencyTable, home: Path, capsys) -> None:
     rc = main(["calibrate", "--table", str(fake_table.path), "--reference", str(NOTE10_YAML), "--shots", "10"])
     err = capsys.readouterr().err
     assert rc == 2 and "shares only 0 op(s)" in err
@@ -203,7 +207,7 @@ def test_cli_calibrate_bad_inputs(fake_table: LatencyTable, home: Path, need_lut
 
 # ------------------------------------------------------------------ the real thing (slow)
 @pytest.mark.slow
-def test_ort_mobile_calibrates_to_pixel1(home: Path, need_luts: None, capsys) -> None:
+def test_ort_mobile_calibrates_to_pixel1(home: Path, capsys) -> None:
     """mobile-1t (ONNX Runtime, 1 thread) mapped onto the Pixel 1 table with 10 shots."""
     table = home / "t.json"
     assert main(["table", "build", "--device", "mobile-1t", "--space", "proxyless-mobile", "--out", str(table)]) == 0
