@@ -67,7 +67,7 @@ MODELS: dict[str, tuple[tuple[str, ...], str]] = {
     "hybrid-small": (("pw", "pw_log_hw", "dw_mmacs", "other"), "like hybrid, without the depthwise byte term"),
 }
 FEATURES = ("t", "pw", "pw_log_hw", "dw", "other", "pw_mmacs", "dw_mmacs", "pw_mb", "dw_mb", "one")
-STATS = ("median", "p25", "p10")
+STATS = ("median", "p25", "p10", "min")
 
 
 # ------------------------------------------------------------------------ op structure
@@ -147,7 +147,7 @@ def row_ms(row: dict[str, Any], stat: str = "p25") -> float:
     samples = row.get("samples_ms")
     if stat == "median" or not samples:
         return float(row["median_ms"])
-    q = {"p25": 25, "p10": 10}[stat]
+    q = {"p25": 25, "p10": 10, "min": 0}[stat]
     return float(np.percentile(np.asarray(samples, dtype=np.float64), q))
 
 
