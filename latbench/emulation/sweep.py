@@ -61,10 +61,12 @@ def sweep(
     n_archs: int = 200,
     parts_path: Path | None = None,
     backend: Any = None,
+    shot_keep: float | None = None,
 ) -> dict[str, Any]:
     """Calibrate once per seed; per-seed unseen-op and arch-sum figures, with their median and worst."""
-    from latbench.emulation.transfer import calibrate
+    from latbench.emulation.transfer import SHOT_KEEP, calibrate
 
+    keep = SHOT_KEEP if shot_keep is None else shot_keep
     per_seed = []
     for seed in seeds:
         cal, _ = calibrate(
@@ -77,6 +79,7 @@ def sweep(
             model=model,
             stat=stat,
             n_archs=n_archs,
+            shot_keep=keep,
         )
         m = cal.metrics
         per_seed.append(
@@ -106,6 +109,7 @@ def sweep(
         "shots": shots,
         "model": model,
         "stat": stat,
+        "shot_keep": keep,
         "seeds": seeds,
         "unseen_ops_within_10": stats("unseen_ops_within_10"),
         "unseen_ops_naive_within_10": stats("unseen_ops_naive_within_10"),
@@ -146,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stat", default="p25", help="emulator number per row: p25, p10, min or median")
     ap.add_argument("--archs", type=int, default=200, help="random archs whose LUT sums are scored")
     ap.add_argument("--parts", type=Path, default=None, help="table of op parts (default <table>.parts.json)")
+    ap.add_argument(
+        "--shot-keep", type=float, default=None, help="share of candidate shots kept by emulator confidence (1 = all)"
+    )
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     args = ap.parse_args(argv)
     try:
@@ -167,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                 n_archs=args.archs,
                 parts_path=parts,
                 backend=backend,
+                shot_keep=args.shot_keep,
             )
         finally:
             if backend is not None:

@@ -65,6 +65,11 @@ MODELS: dict[str, tuple[tuple[str, ...], str]] = {
         "emulator pointwise time (with spatial growth), analytic depthwise MACs and bytes, emulator rest",
     ),
     "hybrid-small": (("pw", "pw_log_hw", "dw_mmacs", "other"), "like hybrid, without the depthwise byte term"),
+    "time-roofline": (
+        ("t", "pw_mmacs", "dw_mmacs", "dw_mb"),
+        "emulator time of the whole op plus analytic pointwise MACs, depthwise MACs and bytes (no part timings)",
+    ),
+    "time-dw": (("t", "dw_mmacs", "dw_mb"), "emulator time of the whole op plus analytic depthwise MACs and bytes"),
 }
 FEATURES = ("t", "pw", "pw_log_hw", "dw", "other", "pw_mmacs", "dw_mmacs", "pw_mb", "dw_mb", "one")
 STATS = ("median", "p25", "p10", "min")
@@ -187,12 +192,26 @@ def _group_key(op: OpSpec) -> tuple[Any, ...]:
     return (op.type, op.hw, op.cin, op.cout, op.stride, op.se, op.act)
 
 
-def select_shots(ops: list[OpSpec], k: int, seed: int = 0) -> list[OpSpec]:
+#: share of the candidate shots kept when they are ranked by the emulator's confidence in them
+SHOT_KEEP = 0.7
+
+
+def select_shots(
+    ops: list[OpSpec],
+    k: int,
+    seed: int = 0,
+    quality: dict[str, float] | None = None,
+    keep: float = SHOT_KEEP,
+) -> list[OpSpec]:
     """``k`` ops spanning ``ops``: evenly spaced over position groups, cycling kernel and expansion.
 
     Shots come from the op types with at least 3 ops (the searchable blocks):
-    a one-off op (stem, classifier) says little about the others. Deterministic
-    for a given ``seed`` (it moves the starting group and the kernel/expansion cycle).
+    a one-off op (stem, classifier) says little about the others. With
+    ``quality`` (op key -> how doubtful the emulator's timing of it is, from
+    the emulator's own rows only: :func:`emulator_doubt`), only the ``keep``
+    share of those ops with the least doubt are candidates: a shot whose
+    emulator number is off by 30 % drags the whole fit. Deterministic for a
+    given ``seed`` (it moves the starting group and the kernel/expansion cycle).
     """
     if k < 1:
         raise LatbenchError(f"--shots must be at least 1, got {k}")
@@ -204,6 +223,9 @@ def select_shots(ops: list[OpSpec], k: int, seed: int = 0) -> list[OpSpec]:
     pool = [o for o in ops if counts[o.type] >= 3]
     if len(pool) < k:
         pool = list(ops)
+    if quality:
+        ranked = sorted(pool, key=lambda o: (quality.get(o.key, math.inf), o.key))
+        pool = ranked[: max(k, math.ceil(keep * len(ranked)))]
     rng = np.random.default_rng(seed)
     groups: dict[tuple[Any, ...], list[OpSpec]] = {}
     for op in sorted(pool, key=lambda o: o.key):
@@ -371,6 +393,29 @@ class EmulatorTimes:
     def features(self, op: OpSpec) -> dict[str, float]:
         return op_features(op, self.ms(op), {name: self.ms(p) for name, p in components(op).items()})
 
+    def rel_iqr(self, op: OpSpec) -> float:
+        """IQR / median of the row timing ``op`` (0 for rows that record no spread)."""
+        for t in (self.table, self.parts):
+            if t is not None and op.key in t.rows:
+                r = t.rows[op.key]
+                v = r.get("rel_iqr")
+                return float(v) if v is not None else float(r.get("iqr_ms", 0.0)) / max(float(r["median_ms"]), 1e-12)
+        raise TableError(f"no emulator timing for {op.key}")
+
+
+def emulator_doubt(op: OpSpec, emu: EmulatorTimes) -> float:
+    """How far the emulator's timing of ``op`` may be from its cost: the largest relative IQR of its rows (op and
+    parts) plus the disagreement between the op's time and the sum of its parts' times.
+
+    Computed from emulator timings only (never the reference's), so ranking shots by it keeps the fit honest.
+    """
+    parts = components(op)
+    spread = max([emu.rel_iqr(op), *(emu.rel_iqr(p) for p in parts.values())])
+    if not parts:
+        return spread
+    t = emu.ms(op)
+    return spread + abs(sum(emu.ms(p) for p in parts.values()) / max(t, 1e-12) - 1.0)
+
 
 # ------------------------------------------------------------------------ the calibration
 def load_reference(path: str | Path, fmt: str | None = None) -> LatencyTable:
@@ -436,6 +481,7 @@ def calibrate(
     stat: str = "p25",
     n_archs: int = 200,
     progress: Callable[[int, int], None] | None = None,
+    shot_keep: float = SHOT_KEEP,
 ) -> tuple[Calibration, EmulatorTimes]:
     """Fit ``table`` (emulator) to ``reference`` on ``shots`` reference ops; score on the rest and on archs."""
     ref_ops = {k: OpSpec.from_dict(r["spec"]) for k, r in reference.rows.items()}
@@ -453,7 +499,8 @@ def calibrate(
     emu.ensure(common)
     feats = {op.key: emu.features(op) for op in common}
     ref_ms = {op.key: reference.latency(op) for op in common}
-    shot_ops = select_shots(common, shots, seed)
+    doubt = {op.key: emulator_doubt(op, emu) for op in common} if shot_keep < 1.0 else None
+    shot_ops = select_shots(common, shots, seed, doubt, keep=shot_keep)
     shot_keys = [o.key for o in shot_ops]
     cal = fit_calibration(feats, ref_ms, shot_keys, model=model, stat=stat, seed=seed)
     cal.reference_ops = sorted(reference.rows)
@@ -475,6 +522,14 @@ def calibrate(
         "parts_table": str(parts_path) if parts_path else None,
     }
     cal.metrics = score(cal, feats, ref_ms, reference, n_archs=n_archs, seed=seed)
+    pool = [o for o in common if doubt is not None]
+    cal.metrics["shot_selection"] = {
+        "rule": "spread over positions, kernels and expansions"
+        + (f"; from the {round(100 * shot_keep)}% of candidates the emulator times most surely" if doubt else ""),
+        "candidates": len(common),
+        "doubt_of_shots": {k: round(doubt[k], 4) for k in shot_keys} if doubt else {},
+        "doubt_cutoff": round(sorted(doubt[o.key] for o in pool)[-1], 4) if doubt and pool else None,
+    }
     return cal, emu
 
 
