@@ -169,3 +169,45 @@ def test_mobile_1t_emulates_a_phone_op(home: Path) -> None:
     phone = ref.latency(op)
     assert 0.5 < m.median / phone < 2.0  # phone scale (Pixel 1 is ~10x slower than this CPU per op)
     assert m.median / table.rows[op.key]["median_ms"] > 2.0
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+
+    def progress(self, description, total):  # pragma: no cover - not used here
+        raise AssertionError
+
+    def message(self, text: str, stream: str = "out") -> None:
+        self.lines.append((stream, text))
+
+
+def test_predictor_warns_outside_its_training_sizes() -> None:
+    """A tree model trained on the 224 px table says so when asked for 320 px ops (it would be flat there)."""
+    from latbench.predict.models import fit_model, outside_range
+    from latbench.progress import set_reporter
+
+    rec = _Recorder()
+    previous = set_reporter(rec)
+    try:
+        _check_predictor_warning(rec, fit_model, outside_range)
+    finally:
+        set_reporter(previous)
+
+
+def _check_predictor_warning(rec: _Recorder, fit_model, outside_range) -> None:
+    table = LatencyTable.load(PIXEL1)
+    ops = table.specs()
+    model = fit_model("random-forest", [table])
+    inside = model.predict_ops(ops[:5])
+    assert model.last_outside == [] and (inside > 0).all() and rec.lines == []
+    big = get_space("proxyless-mobile", resolution=320)
+    model.predict_ops(big.vocabulary)
+    assert [s for s, _ in rec.lines] == ["err"] and "extrapolates for" in rec.lines[0][1]
+    assert "hw 320 > 224" in " ".join(w for o in big.vocabulary for w in outside_range(o, model.ranges_))
+    assert len(model.last_outside) >= 10
+    # saved and reloaded, the ranges stay
+    from latbench.predict.models import OpRegressionModel
+
+    again = OpRegressionModel.from_state("rf", model.state_dict(), model.calibration, model.fingerprint)
+    assert again.ranges_ == model.ranges_
