@@ -179,17 +179,19 @@ def test_cli_calibrate_writes_a_profile(fake_table: LatencyTable, home: Path, ca
         str(out),
         "--archs",
         "30",
+        "--model",
+        "time-roofline",
         "--write-table",
         str(pred),
         "--json",
     ]
     assert main(args) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["calibration"]["model"] == "hybrid" and len(doc["calibration"]["shots"]) == 10
+    assert doc["calibration"]["model"] == "time-roofline" and len(doc["calibration"]["shots"]) == 10
     prof = load_profile("pixel1-fake")
     assert prof.backend == "fake" and prof.fingerprint["id"] == fake_table.fingerprint_id
     c = Calibration.from_dict(prof.extra["calibration"])
-    assert c.features == MODELS["hybrid"][0] and c.reference["sha256"]
+    assert c.features == MODELS["time-roofline"][0] and c.reference["sha256"]
     assert c.metrics["unseen_ops"]["n"] == 60
     assert LatencyTable.load(pred).rows
     # the profile is not overwritten without --force

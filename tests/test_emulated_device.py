@@ -43,7 +43,7 @@ def fake_profile(home: Path, capsys) -> str:
     table = _emulator_table(home, "fake", device="emu")
     out = home / "devices" / "pixel1-fake.toml"
     args = ["calibrate", "--table", str(table.path), "--reference", str(PIXEL1), "--shots", "10", "--out", str(out)]
-    assert main([*args, "--archs", "20", "--json"]) == 0
+    assert main([*args, "--archs", "20", "--model", "time-roofline", "--json"]) == 0
     capsys.readouterr()
     return "pixel1-fake"
 

@@ -56,7 +56,7 @@ def sweep(
     shots: int,
     seeds: list[int],
     *,
-    model: str = "hybrid",
+    model: str | None = None,
     stat: str = "p25",
     n_archs: int = 200,
     parts_path: Path | None = None,
@@ -64,8 +64,9 @@ def sweep(
     shot_keep: float | None = None,
 ) -> dict[str, Any]:
     """Calibrate once per seed; per-seed unseen-op and arch-sum figures, with their median and worst."""
-    from latbench.emulation.transfer import SHOT_KEEP, calibrate
+    from latbench.emulation.transfer import DEFAULT_MODEL, SHOT_KEEP, calibrate
 
+    model = model or DEFAULT_MODEL
     keep = SHOT_KEEP if shot_keep is None else shot_keep
     per_seed = []
     for seed in seeds:
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reference", required=True, help="reference device's table or published YAML LUT")
     ap.add_argument("--shots", type=int, default=10)
     ap.add_argument("--seeds", default="0-19", help="e.g. 0-19 or 0,3,5")
-    ap.add_argument("--model", default="hybrid", help="calibration model (hybrid, auto, or a model name)")
+    ap.add_argument("--model", default=None, help="calibration model (default time-roofline; auto, or a model name)")
     ap.add_argument("--stat", default="p25", help="emulator number per row: p25, p10, min or median")
     ap.add_argument("--archs", type=int, default=200, help="random archs whose LUT sums are scored")
     ap.add_argument("--parts", type=Path, default=None, help="table of op parts (default <table>.parts.json)")
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
-    print(f"{result['table']} -> {result['reference']}: {args.shots} shots, model {args.model}, stat {args.stat}")
+    print(f"{result['table']} -> {result['reference']}: {args.shots} shots, model {result['model']}, stat {args.stat}")
     for r in result["per_seed"]:
         arch = r["arch_sums_within_10"]
         print(
