@@ -199,7 +199,7 @@ def _check_calibration(cal: Any, where: Any) -> None:
     for f, c in zip(feats, coef, strict=True):
         if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c):
             raise LatbenchError(f"{where}: calibration coefficient of {f} is not a finite number: {c!r}")
-        if f == "t" and c <= 0:
+        if f == "t" and (c < 0 or (c == 0 and len(feats) == 1)):
             raise LatbenchError(
                 f"{where}: calibration coefficient of t is {c}: a negative (or zero) time scale would give "
                 "negative latencies; calibrate again"

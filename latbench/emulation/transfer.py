@@ -168,21 +168,45 @@ def row_ms(row: dict[str, Any], stat: str = "p25") -> float:
 SIGNED_FEATURES = ("pw_log_hw",)
 
 
-def fit_nnls_relative(x: np.ndarray, y: np.ndarray, signed: tuple[bool, ...] | None = None) -> np.ndarray:
+def fit_nnls_relative(
+    x: np.ndarray, y: np.ndarray, signed: tuple[bool, ...] | None = None, floor: np.ndarray | None = None
+) -> np.ndarray:
     """Coefficients minimising the squared *relative* error of ``x @ c`` against ``y``.
 
     Every coefficient is >= 0 (each feature is a cost), except those flagged
-    in ``signed`` (corrections that may go either way).
+    in ``signed`` (corrections that may go either way); ``floor`` raises the
+    lower bound of some coefficients above 0.
     """
     from scipy.optimize import lsq_linear, nnls
 
     w = 1.0 / np.maximum(y, 1e-9)
     a, b = x * w[:, None], y * w
-    if not signed or not any(signed):
+    if (not signed or not any(signed)) and (floor is None or not np.any(floor > 0)):
         coef, _ = nnls(a, b)
         return coef
-    lower = np.array([-np.inf if s else 0.0 for s in signed])
-    return np.asarray(lsq_linear(a, b, bounds=(lower, np.full(len(signed), np.inf))).x)
+    lower = np.array([-np.inf if s else 0.0 for s in (signed or (False,) * x.shape[1])])
+    if floor is not None:
+        lower = np.maximum(lower, floor)
+    return np.asarray(lsq_linear(a, b, bounds=(lower, np.full(x.shape[1], np.inf))).x)
+
+
+#: in a model with emulator time ``t`` beside analytic terms, ``t``'s coefficient is at least this share of the
+#: single scale factor fitted on the same shots: the emulator carries at least a third of each op's time, so that
+#: shapes the reference never published move with the emulator's real timings, not with MAC counts alone
+TIME_FLOOR = 1 / 3
+
+
+def time_floor(x: np.ndarray, y: np.ndarray, cols: tuple[str, ...]) -> np.ndarray | None:
+    """Lower bounds for the coefficients of ``cols`` (:data:`TIME_FLOOR`); ``None`` when ``t`` is alone or absent."""
+    if "t" not in cols or len(cols) == 1:
+        return None
+    i = cols.index("t")
+    w = 1.0 / np.maximum(y, 1e-9)
+    xt = x[:, i] * w
+    scale = float(np.sum(xt) / max(np.sum(xt**2), 1e-300))
+    floor = np.zeros(len(cols))
+    floor[i] = TIME_FLOOR * scale
+    return floor
 
 
 def loo_error(x: np.ndarray, y: np.ndarray, signed: tuple[bool, ...] | None = None) -> float:
@@ -321,7 +345,9 @@ class Calibration:
         if unknown or len(coef) != len(feats):
             raise LatbenchError(f"malformed calibration: features {sorted(unknown)} / {len(coef)} coefficients")
         for f, c in zip(feats, coef, strict=True):
-            if not np.isfinite(c) or (f not in SIGNED_FEATURES and (c < 0 or (f == "t" and c == 0))):
+            if not np.isfinite(c) or (
+                f not in SIGNED_FEATURES and (c < 0 or (f == "t" and c == 0 and len(feats) == 1))
+            ):
                 raise LatbenchError(
                     f"calibration coefficient of {f} is {c}: not finite, or a negative (or zero) time scale that "
                     "would give negative latencies; calibrate again"
@@ -472,7 +498,7 @@ def fit_calibration(
     chosen = min(close, key=lambda n: (len(MODELS[n][0]), loo[n] if not math.isnan(loo[n]) else 0.0))
     cols = MODELS[chosen][0]
     x = np.array([[feats[k][c] for c in cols] for k in shots], dtype=np.float64)
-    coef = fit_nnls_relative(x, y, tuple(c in SIGNED_FEATURES for c in cols))
+    coef = fit_nnls_relative(x, y, tuple(c in SIGNED_FEATURES for c in cols), time_floor(x, y, cols))
     return Calibration(model=chosen, features=cols, coef=coef, stat=stat, shots=list(shots), loo_mape=loo, seed=seed)
 
 
