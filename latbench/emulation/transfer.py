@@ -80,6 +80,8 @@ MODELS: dict[str, tuple[tuple[str, ...], str]] = {
 DEFAULT_MODEL = "time-roofline"
 FEATURES = ("t", "pw", "pw_log_hw", "dw", "other", "pw_mmacs", "dw_mmacs", "pw_mb", "dw_mb", "one")
 STATS = ("median", "p25", "p10", "min")
+#: features computed from the emulator's timings of op parts
+PART_FEATURES = frozenset({"pw", "pw_log_hw", "dw", "other"})
 
 
 # ------------------------------------------------------------------------ op structure
@@ -312,6 +314,11 @@ class Calibration:
     #: op keys the reference device's table has: any other op's number is an extrapolation
     reference_ops: list[str] = field(default_factory=list)
 
+    @property
+    def needs_parts(self) -> bool:
+        """Whether the model reads timings of op parts (else an op's own emulator time and its sizes suffice)."""
+        return bool(set(self.features) & PART_FEATURES)
+
     def predict_features(self, feats: list[dict[str, float]]) -> np.ndarray:
         x = np.array([[f[n] for n in self.features] for f in feats], dtype=np.float64)
         return x @ self.coef
@@ -393,10 +400,10 @@ class EmulatorTimes:
         self.parts_path = parts_path
         self.progress = progress
 
-    def ensure(self, ops: list[OpSpec]) -> None:
-        """Measure (with the backend) every op or part of ``ops`` that no table has yet."""
+    def ensure(self, ops: list[OpSpec], parts: bool = True) -> None:
+        """Measure (with the backend) every op (and, with ``parts``, every part) of ``ops`` that no table has yet."""
         need = [o for o in ops if o.key not in self.table.rows and (self.parts is None or o.key not in self.parts.rows)]
-        for op in ops:
+        for op in ops if parts else []:
             for part in components(op).values():
                 if part.key not in self.table.rows and (self.parts is None or part.key not in self.parts.rows):
                     need.append(part)
@@ -423,8 +430,10 @@ class EmulatorTimes:
                 return row_ms(t.rows[op.key], self.stat)
         raise TableError(f"no emulator timing for {op.key}")
 
-    def features(self, op: OpSpec) -> dict[str, float]:
-        return op_features(op, self.ms(op), {name: self.ms(p) for name, p in components(op).items()})
+    def features(self, op: OpSpec, parts: bool = True) -> dict[str, float]:
+        """:func:`op_features` of ``op``; without ``parts`` its parts are not looked up (their features are 0)."""
+        part_ms = {name: self.ms(p) for name, p in components(op).items()} if parts else {}
+        return op_features(op, self.ms(op), part_ms)
 
     def rel_iqr(self, op: OpSpec) -> float:
         """IQR / median of the row timing ``op`` (0 for rows that record no spread)."""
@@ -664,9 +673,10 @@ class CalibratedLatency(OpSumModel):
     def predict_ops(self, ops: list[OpSpec]) -> np.ndarray:
         ops = list(ops)
         timed = [o for o in ops if o.type != "zero"]
-        self.emulator.ensure(timed)
+        parts = self.cal.needs_parts
+        self.emulator.ensure(timed, parts=parts)
         out = np.zeros(len(ops))
-        feats = [self.emulator.features(o) for o in timed]
+        feats = [self.emulator.features(o, parts=parts) for o in timed]
         vals = self.cal.predict_features(feats) if feats else np.zeros(0)
         j = 0
         for i, o in enumerate(ops):
