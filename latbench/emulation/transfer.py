@@ -13,21 +13,23 @@ combination of such features, is fitted on the K reference ops only
 (least squares on relative error, costs non-negative). The default model,
 ``time-roofline``, is::
 
-    phone_ms = a * t_op + b * pw_MMACs + c * dw_MMACs + d * dw_MB
+    phone_ms = a * t_op + b * pw_MMACs + c * dw_MMACs + d * dw_MB + e
 
 (the emulator's time of the whole op, plus analytic corrections where a
 phone differs from an x86 core: it pays more per pointwise MAC and far more
-per depthwise MAC and byte). It needs no timings of the parts, which on a
-shared machine disagree with the op's own time by tens of percent.
+per depthwise MAC and byte, and a fixed cost per op). It needs no timings of
+the parts, which on a shared machine disagree with the op's own time by tens
+of percent; ``a`` is at least a third of the single scale factor fitted on
+the same shots (:data:`TIME_FLOOR`).
 ``model="auto"`` instead picks among :data:`MODELS` by leave-one-out error
 *on the K shots*. Nothing about the other reference ops enters the fit or the
 choice of model.
 
 The K shots are chosen to span the space, deterministically from a seed,
-from the emulator's side only: candidates are the ops the emulator times
-most surely (:func:`emulator_doubt`: spread of the op's and its parts' rows
-and the disagreement between the op and its parts; the surest 70 % are
-kept), grouped by position (input size, channels, stride); K groups are
+from the emulator's side only: candidates are the ops of searchable
+positions (a position with alternatives; optionally only those the emulator
+times most surely, ``shot_keep`` < 1 with :func:`emulator_doubt`), grouped
+by position (input size, channels, stride); K groups are
 taken at even spacing over the sorted groups (seeded offset) and, inside
 each, kernel and expansion are cycled so that the shots cover every kernel
 and expansion. ``python -m latbench.emulation.sweep`` scores a fit over
@@ -71,8 +73,13 @@ MODELS: dict[str, tuple[tuple[str, ...], str]] = {
     ),
     "hybrid-small": (("pw", "pw_log_hw", "dw_mmacs", "other"), "like hybrid, without the depthwise byte term"),
     "time-roofline": (
+        ("t", "pw_mmacs", "dw_mmacs", "dw_mb", "one"),
+        "emulator time of the whole op plus analytic pointwise MACs, depthwise MACs and bytes and a per-op offset "
+        "(no part timings)",
+    ),
+    "time-roofline-nooffset": (
         ("t", "pw_mmacs", "dw_mmacs", "dw_mb"),
-        "emulator time of the whole op plus analytic pointwise MACs, depthwise MACs and bytes (no part timings)",
+        "time-roofline without the per-op offset",
     ),
     "time-dw": (("t", "dw_mmacs", "dw_mb"), "emulator time of the whole op plus analytic depthwise MACs and bytes"),
 }
@@ -225,8 +232,9 @@ def _group_key(op: OpSpec) -> tuple[Any, ...]:
     return (op.type, op.hw, op.cin, op.cout, op.stride, op.se, op.act)
 
 
-#: share of the candidate shots kept when they are ranked by the emulator's confidence in them
-SHOT_KEEP = 0.7
+#: share of the candidate shots kept when they are ranked by the emulator's confidence in them (1: all; 0.7 helped
+#: the offset-free model on a Pixel-1 table and hurt on a Note10 one, so it is off by default)
+SHOT_KEEP = 1.0
 
 
 def select_shots(
@@ -238,8 +246,8 @@ def select_shots(
 ) -> list[OpSpec]:
     """``k`` ops spanning ``ops``: evenly spaced over position groups, cycling kernel and expansion.
 
-    Shots come from the op types with at least 3 ops (the searchable blocks):
-    a one-off op (stem, classifier) says little about the others. With
+    Shots come from searchable positions (a position with several ops to
+    choose between): a one-off op (stem, classifier) says little about the others. With
     ``quality`` (op key -> how doubtful the emulator's timing of it is, from
     the emulator's own rows only: :func:`emulator_doubt`), only the ``keep``
     share of those ops with the least doubt are candidates: a shot whose
@@ -250,10 +258,12 @@ def select_shots(
         raise LatbenchError(f"--shots must be at least 1, got {k}")
     if k > len(ops):
         raise LatbenchError(f"asked for {k} shots but only {len(ops)} reference ops are shared with the table")
-    counts: dict[str, int] = {}
+    # searchable positions only: a position (type, size, channels, stride) with one op has no alternatives to
+    # choose between (stem, head convs, classifier, a fixed first block) and says little about the others
+    counts: dict[tuple[Any, ...], int] = {}
     for op in ops:
-        counts[op.type] = counts.get(op.type, 0) + 1
-    pool = [o for o in ops if counts[o.type] >= 3]
+        counts[_group_key(op)] = counts.get(_group_key(op), 0) + 1
+    pool = [o for o in ops if counts[_group_key(o)] >= 2]
     if len(pool) < k:
         pool = list(ops)
     if quality:
