@@ -211,3 +211,32 @@ def _check_predictor_warning(rec: _Recorder, fit_model, outside_range) -> None:
 
     again = OpRegressionModel.from_state("rf", model.state_dict(), model.calibration, model.fingerprint)
     assert again.ranges_ == model.ranges_
+
+
+@pytest.mark.slow
+def test_torch_cpu_as_phone_new_resolution(home: Path) -> None:
+    """torch-cpu plays the phone: mobile-1t calibrated on its 224 px table only predicts its 160 px ops and networks.
+
+    Figures on the shared 2-core machine (both devices' tables noisy, see docs/emulation.md): networks within 10 %
+    median ~94 % over 20 seeds, ops ~36 % (one scale factor: 83 % / 23 %); the guards sit below them.
+    """
+    from latbench.emulation.extrapolate import extrapolate
+
+    tables = {}
+    for dev, backend, settings in (("tc", "torch-cpu", {}), ("m1t", "ort-mobile", {"threads": 1})):
+        be = get_backend(backend, **settings)
+        for res in (224, 160):
+            space = get_space("proxyless-mobile", resolution=res)
+            tables[dev, res], _ = build_table(
+                be,
+                space.vocabulary,
+                home / "tables" / dev / f"pm-{res}.json",
+                device={"name": dev, "backend": backend, "settings": be.settings},
+                space=space.name,
+                space_params=space.params,
+            )
+        be.close()
+    out = extrapolate(tables["m1t", 224], tables["tc", 224], tables["m1t", 160], tables["tc", 160], 10, list(range(5)))
+    assert out["new_ops"] == 70 and out["archs"] == 200
+    assert out["ops_within_10"]["median"] > out["ops_naive_within_10"]["median"]
+    assert out["archs_within_10"]["median"] >= 0.8
