@@ -169,6 +169,14 @@ def test_mobile_1t_emulates_a_phone_op(home: Path) -> None:
     phone = ref.latency(op)
     assert 0.5 < m.median / phone < 2.0  # phone scale (Pixel 1 is ~10x slower than this CPU per op)
     assert m.median / table.rows[op.key]["median_ms"] > 2.0
+    # an ONNX model: split into kernels by the graph splitter, each mapped; phone scale end to end
+    arch = space.sample(1)
+    onnx_path = str(be.model_path(arch))
+    res, info = emu.measure_many({onnx_path: onnx_path}, TimingConfig(min_run_time_s=0.05, min_runs=5, drift="none"))
+    net = res[onnx_path]
+    kernels = {k["op"] for k in net.meta["kernels"]}
+    assert info["kind"] == "emulated" and kernels - {"(rest)"} == {o.key for o in space.ops_of(arch)}
+    assert 0.5 < net.median / ref.lut_sum(space.ops_of(arch)) < 2.0
 
 
 class _Recorder:
