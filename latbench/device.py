@@ -69,10 +69,15 @@ class DeviceProfile:
         around the emulator (phone-scale numbers), with the profile's ``[glue]`` when it has one."""
         if not self.emulated:
             return self.make_emulator()
-        from latbench.emulation.backend import EmulatedBackend
+        from latbench.backends import get_backend
 
-        return EmulatedBackend(
-            emulator=self.make_emulator(), calibration=self.extra["calibration"], glue=self.extra.get("glue")
+        # the "emulated" backend kind (latbench.emulation.backend.EmulatedBackend), by name: the device layer
+        # does not import the emulation layer above it
+        return get_backend(
+            "emulated",
+            emulator=self.make_emulator(),
+            calibration=self.extra["calibration"],
+            glue=self.extra.get("glue"),
         )
 
     def to_toml(self) -> str:

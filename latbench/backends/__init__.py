@@ -23,6 +23,8 @@ _BUILTIN: dict[str, str] = {
     "ort-cpu": "latbench.backends.ort:ORTCPUBackend",
     "ort-mobile": "latbench.backends.ort:ORTMobileBackend",
     "torch-cuda": "latbench.backends.torch_cuda:TorchCUDABackend",
+    # a calibrated emulator (made by DeviceProfile.make_backend from a profile with a [calibration])
+    "emulated": "latbench.emulation.backend:EmulatedBackend",
 }
 _REGISTERED: dict[str, type[Backend]] = {}
 ENTRY_POINT_GROUP = "latbench.backends"

@@ -27,8 +27,6 @@ table are marked ``extrapolated``.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -36,6 +34,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from latbench.backends.base import Backend, Workload
+from latbench.emulation.transfer import KIND, emulated_fingerprint_id
 from latbench.errors import BackendUnavailable, LatbenchError
 from latbench.fingerprint import DeviceFingerprint, host_info, library_versions
 from latbench.measure.harness import Runner, TimingConfig
@@ -43,25 +42,8 @@ from latbench.measure.measurement import Measurement
 from latbench.ops import OpSpec
 from latbench.predict.base import E2ECalibration
 
-KIND = "emulated"
 #: emulator calls per emulated sample of an op (the fastest is mapped: see :meth:`EmulatedBackend.op_runner`)
 REPEAT = 3
-
-
-def emulated_fingerprint_id(calibration: Any, emulator_id: str | None) -> str:
-    """``emulated-<reference fingerprint>-<hash>``: one id naming the reference device, the emulator and the fit."""
-    ref = str(calibration.reference.get("fingerprint") or calibration.reference.get("name") or "reference")
-    digest = hashlib.sha256(
-        json.dumps(
-            {
-                "emulator": emulator_id or calibration.emulator.get("fingerprint"),
-                "features": list(calibration.features),
-                "coef": [round(float(c), 9) for c in calibration.coef],
-            },
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()[:10]
-    return f"{KIND}-{ref}-{digest}"
 
 
 def glue_of(doc: Any) -> E2ECalibration:

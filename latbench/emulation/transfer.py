@@ -44,6 +44,8 @@ emulator's timings.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -650,6 +652,26 @@ def reference_archs(reference: LatencyTable, known: set[str], n: int, seed: int 
 
 
 # ------------------------------------------------------------------------ prediction
+#: what an emulated device's numbers are (never "measured")
+KIND = "emulated"
+
+
+def emulated_fingerprint_id(calibration: Any, emulator_id: str | None) -> str:
+    """``emulated-<reference fingerprint>-<hash>``: one id naming the reference device, the emulator and the fit."""
+    ref = str(calibration.reference.get("fingerprint") or calibration.reference.get("name") or "reference")
+    digest = hashlib.sha256(
+        json.dumps(
+            {
+                "emulator": emulator_id or calibration.emulator.get("fingerprint"),
+                "features": list(calibration.features),
+                "coef": [round(float(c), 9) for c in calibration.coef],
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:10]
+    return f"{KIND}-{ref}-{digest}"
+
+
 class CalibratedLatency(OpSumModel):
     """Predicts the reference device's latency (ms) of any op or arch from emulator timings.
 
@@ -663,8 +685,6 @@ class CalibratedLatency(OpSumModel):
         self.cal = calibration
         self.emulator = emulator
         self.calibration = e2e or E2ECalibration()
-        from latbench.emulation.backend import emulated_fingerprint_id
-
         ref = calibration.reference.get("fingerprint") or "reference"
         emulator_id = emulator.table.fingerprint_id or calibration.emulator.get("fingerprint")
         self.fingerprint: dict[str, Any] = {
