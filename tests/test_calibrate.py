@@ -214,10 +214,12 @@ def test_ort_mobile_calibrates_to_pixel1(home: Path, capsys) -> None:
     table = home / "t.json"
     assert main(["table", "build", "--device", "mobile-1t", "--space", "proxyless-mobile", "--out", str(table)]) == 0
     capsys.readouterr()
-    rc = main(["calibrate", "--table", str(table), "--reference", str(PIXEL1_YAML), "--shots", "10", "--json"])
+    args = ["calibrate", "--table", str(table), "--reference", str(PIXEL1_YAML), "--shots", "10", "--json"]
+    rc = main([*args, "--model", "time-roofline"])
     assert rc == 0
     m = json.loads(capsys.readouterr().out)["calibration"]["metrics"]
-    # guards well below the figures reached here (80% / 100% on a busy 2-core machine), above the naive fit
-    assert m["unseen_ops"]["within_10"] >= 0.60 > m["unseen_ops_naive_scale"]["within_10"]
+    # guards below the figures reached here (seed 0: 85% / 100%; 20 seeds: 80-88% of unseen ops, on a busy
+    # 2-core machine), above the naive fit (52%)
+    assert m["unseen_ops"]["within_10"] >= 0.70 > m["unseen_ops_naive_scale"]["within_10"]
     assert m["arch_lut_sums"]["within_10"] >= 0.90
     assert m["unseen_ops"]["spearman"] > 0.95
