@@ -569,7 +569,7 @@ def calibrate(
         "space_params": reference.space_params,
     }
     cal.emulator = {
-        "table": str(table.path) if table.path else table.name,
+        "table": str(table.path.resolve()) if table.path else table.name,
         "table_hash": table.content_hash(),
         "fingerprint": table.fingerprint_id,
         "device": table.device,
