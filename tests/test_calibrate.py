@@ -124,8 +124,8 @@ def test_calibrate_never_sees_unseen_ops(fake_table: LatencyTable, home: Path) -
     ref = load_reference(PIXEL1_YAML)
     be = get_backend("fake", device="emu")
     parts = home / "parts.json"
-    cal, _ = calibrate(fake_table, ref, 10, backend=be, parts_path=parts, n_archs=50)
-    assert parts.exists() and len(LatencyTable.load(parts)) > 50  # op parts were timed on the emulator
+    cal, _ = calibrate(fake_table, ref, 10, backend=be, parts_path=parts, n_archs=50, model="hybrid")
+    assert parts.exists() and len(LatencyTable.load(parts)) > 50  # hybrid reads op parts: timed on the emulator
     m = cal.metrics
     common = [k for k in ref.rows if k in fake_table.rows]
     assert len(cal.shots) == 10 and m["unseen_ops"]["n"] == len(common) - 10 == 60
@@ -135,7 +135,7 @@ def test_calibrate_never_sees_unseen_ops(fake_table: LatencyTable, home: Path) -
     for k in common:
         if k not in cal.shots:
             poisoned.rows[k]["median_ms"] *= 7.0
-    cal2, _ = calibrate(fake_table, poisoned, 10, backend=be, parts_path=parts, n_archs=50)
+    cal2, _ = calibrate(fake_table, poisoned, 10, backend=be, parts_path=parts, n_archs=50, model="hybrid")
     assert cal2.shots == cal.shots
     np.testing.assert_array_equal(cal2.coef, cal.coef)
     assert cal2.metrics["unseen_ops"]["mape"] > 5 * cal.metrics["unseen_ops"]["mape"]

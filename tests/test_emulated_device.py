@@ -92,7 +92,6 @@ def test_measure_arch_is_phone_scale_with_kernels(fake_profile: str, home: Path,
         model = CalibratedLatency(
             cal, EmulatorTimes(LatencyTable.load(home / "tables/emu/proxyless-mobile.json"), None)
         )
-        model.emulator.parts = LatencyTable.load(home / "tables/emu/proxyless-mobile.parts.json")
         assert r["median_ms"] == pytest.approx(float(model.predict_ops(ops).sum()), rel=0.03)
         assert 0.5 < r["median_ms"] / ref.lut_sum(ops) < 2.0  # Pixel-1 scale (the fake emulator is not a phone)
         kernels = rf["meta"]["kernels"]

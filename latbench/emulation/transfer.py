@@ -550,8 +550,10 @@ def calibrate(
     if parts_path is not None and parts_path.exists():
         emu.parts = LatencyTable.load(parts_path)
         emu.parts.check_same_device(table.fingerprint, "parts")
-    emu.ensure(common)
-    feats = {op.key: emu.features(op) for op in common}
+    # part timings only where something reads them: a model with part features, "auto", or the doubt shot filter
+    need_parts = shot_keep < 1.0 or model == "auto" or bool(set(MODELS.get(model, ((),))[0]) & PART_FEATURES)
+    emu.ensure(common, parts=need_parts)
+    feats = {op.key: emu.features(op, parts=need_parts) for op in common}
     ref_ms = {op.key: reference.latency(op) for op in common}
     doubt = {op.key: emulator_doubt(op, emu) for op in common} if shot_keep < 1.0 else None
     shot_ops = select_shots(common, shots, seed, doubt, keep=shot_keep)
