@@ -48,10 +48,37 @@ class DeviceProfile:
     extra: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
 
-    def make_backend(self) -> Any:
+    @property
+    def emulated(self) -> bool:
+        """True for a calibrated profile: its backend is the emulator, its numbers the reference device's."""
+        return "calibration" in self.extra
+
+    @property
+    def kind(self) -> str:
+        """How this device's numbers are obtained: ``"emulated"`` (calibrated emulator) or ``"measured"``."""
+        return "emulated" if self.emulated else "measured"
+
+    def make_emulator(self) -> Any:
+        """The backend that runs the workloads: the profile's own backend with its settings."""
         from latbench.backends import get_backend
 
         return get_backend(self.backend, **self.settings)
+
+    def make_backend(self) -> Any:
+        """The device's backend; for a calibrated profile an :class:`~latbench.emulation.backend.EmulatedBackend`
+        around the emulator (phone-scale numbers), with the profile's ``[glue]`` when it has one."""
+        if not self.emulated:
+            return self.make_emulator()
+        from latbench.backends import get_backend
+
+        # the "emulated" backend kind (latbench.emulation.backend.EmulatedBackend), by name: the device layer
+        # does not import the emulation layer above it
+        return get_backend(
+            "emulated",
+            emulator=self.make_emulator(),
+            calibration=self.extra["calibration"],
+            glue=self.extra.get("glue"),
+        )
 
     def to_toml(self) -> str:
         import tomli_w
@@ -177,7 +204,7 @@ def _check_calibration(cal: Any, where: Any) -> None:
     for f, c in zip(feats, coef, strict=True):
         if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c):
             raise LatbenchError(f"{where}: calibration coefficient of {f} is not a finite number: {c!r}")
-        if f == "t" and c <= 0:
+        if f == "t" and (c < 0 or (c == 0 and len(feats) == 1)):
             raise LatbenchError(
                 f"{where}: calibration coefficient of t is {c}: a negative (or zero) time scale would give "
                 "negative latencies; calibrate again"

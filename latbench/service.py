@@ -10,6 +10,7 @@ through a :class:`~latbench.progress.Reporter` (:mod:`latbench.progress`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from latbench.errors import LatbenchError
@@ -49,8 +50,10 @@ def open_device(name: str) -> tuple[DeviceProfile, Any]:
     profile = load_profile(name)
     backend = profile.make_backend()
     if profile.fingerprint and profile.fingerprint.get("id"):
-        live = backend.fingerprint().id
+        # a calibrated profile records its emulator's fingerprint: the calibration holds only for that emulator
+        live = (backend.emulator if profile.emulated else backend).fingerprint().id
         if live != profile.fingerprint["id"]:
+            backend.close()
             raise LatbenchError(
                 f"device profile {profile.name!r} was recorded on another machine or with other settings "
                 f"(profile {profile.fingerprint['id']}, here {live}); run `latbench profile {profile.backend} "
@@ -65,7 +68,10 @@ class LatencySource:
     """Where a search gets latency (ms) from, and where its result can be measured.
 
     ``kind`` says how its numbers are obtained: ``"looked up"`` (a table),
-    ``"predicted"`` (a predictor) - the numbers of ``backend`` are ``"measured"``.
+    ``"predicted"`` (a predictor), ``"emulated"`` (a calibrated emulator: a
+    real device's numbers obtained without it, or a table built that way) -
+    the numbers of ``backend`` are ``"measured"`` (``"emulated"`` when the
+    backend is an emulated device: see :attr:`measured_kind`).
     """
 
     model: LatencyModel
@@ -79,6 +85,13 @@ class LatencySource:
     @property
     def can_measure(self) -> bool:
         return self.backend is not None
+
+    @property
+    def measured_kind(self) -> str:
+        """What a measurement of a result on ``backend`` is: ``"measured"``, or ``"emulated"`` on an emulated device."""
+        from latbench.emulation.backend import KIND, EmulatedBackend
+
+        return KIND if isinstance(self.backend, EmulatedBackend) else "measured"
 
 
 def _device_backend(
@@ -129,13 +142,19 @@ def resolve_latency_source(
     if table and predictor:
         raise LatbenchError("give one latency source: --table or --predictor (with --device to measure results)")
     if table:
-        t = LatencyTable.load(table)
-        model: Any = TableLatency(t)
+        from latbench.predict.lut import ResolutionTables, load_tables
+
+        model = load_tables(table)
+        t = next(iter(model.tables.values())) if isinstance(model, ResolutionTables) else model.table
         compiled = model.compile(space)
         dev = device or t.device.get("name")
         backend, sentinel = _device_backend(dev, t.fingerprint_id, explicit=device is not None)
-        desc = f"LUT {t.path} ({t.device.get('name')}, {t.fingerprint_id})"
-        return LatencySource(model, compiled, dev if backend else t.device.get("name"), backend, desc, sentinel)
+        where = t.path if not isinstance(model, ResolutionTables) else f"{table} (resolutions {model.resolutions})"
+        desc = f"LUT {where} ({t.device.get('name')}, {t.fingerprint_id})"
+        kind = "emulated" if _is_emulated_table(t) else "looked up"
+        return LatencySource(
+            model, compiled, dev if backend else t.device.get("name"), backend, desc, sentinel, kind=kind
+        )
     if predictor:
         from latbench.predict.io import load_predictor
 
@@ -150,6 +169,7 @@ def resolve_latency_source(
         from latbench import paths
 
         prof, backend = open_device(device)
+        kind = "emulated" if prof.emulated else "looked up"
         res = space.params.get("resolution")
         for name in (f"{prof.name}/{space.name}-{res}.json", f"{prof.name}/{space.name}.json"):
             found = paths.find("tables", name)
@@ -164,12 +184,66 @@ def resolve_latency_source(
                         backend,
                         f"LUT {found} of device {prof.name}",
                         prof.sentinel_ms,
+                        kind=kind,
                     )
+        if prof.emulated:
+            return _emulated_source(space, prof, backend)
         raise LatbenchError(
             f"device {prof.name!r} has no complete table for {space.name}; run "
             f"`latbench table build --device {prof.name} --space {space.name}` first, or pass --table / --predictor"
         )
     raise LatbenchError("no latency source: give --table, --predictor or --device")
+
+
+def _is_emulated_table(t: Any) -> bool:
+    return str(t.fingerprint.get("backend", "")) == "emulated" or str(t.fingerprint_id).startswith("emulated-")
+
+
+def _emulated_source(space: SearchSpace, prof: DeviceProfile, backend: Any) -> LatencySource:
+    """An emulated device without a table of its own for ``space``: the calibration over emulator timings.
+
+    The emulator's ops come from its table when the calibration's table is at
+    hand, else (and for every op or part the table lacks: other resolutions,
+    widths) they are timed on the emulator now and kept in a parts table
+    beside the device's tables, so the next search reuses them.
+    """
+    from latbench import paths
+    from latbench.emulation.transfer import CalibratedLatency, EmulatorTimes
+    from latbench.table import LatencyTable
+
+    cal = backend.calibration
+    emu_fp = backend.emulator.fingerprint()
+    table_path = cal.emulator.get("table")
+    emu_table: LatencyTable | None = None
+    if table_path:
+        found = paths.find("tables", table_path) if not Path(table_path).exists() else Path(table_path)
+        if found is not None:
+            candidate = LatencyTable.load(found)
+            if candidate.fingerprint_id == emu_fp.id:
+                emu_table = candidate
+    if emu_table is None:
+        emu_table = LatencyTable(
+            fingerprint=emu_fp.to_dict(),
+            device={"name": prof.backend, "backend": prof.backend, "settings": backend.emulator.settings},
+        )
+    parts_path = paths.write_dir("tables") / prof.name / "emulator-parts.json"
+    parts = LatencyTable.load(parts_path) if parts_path.exists() else None
+    if parts is not None:
+        parts.check_same_device(emu_fp.to_dict(), "emulator parts")
+    emu = EmulatorTimes(emu_table, parts, stat=cal.stat, backend=backend.emulator, parts_path=parts_path)
+    model = CalibratedLatency(cal, emu, backend.glue)
+    missing = [o for o in space.vocabulary if o.type != "zero" and o.key not in emu_table.rows]
+    if missing:
+        message(
+            f"{prof.name}: timing {len(missing)} op(s) of {space.name} on the emulator first (kept in {parts_path})",
+            stream="err",
+        )
+    compiled = model.compile(space)
+    extrapolated = [o for o in space.vocabulary if backend.is_extrapolated(o)]
+    desc = f"emulated {prof.name} (calibration of {cal.emulator.get('fingerprint')} to {cal.reference.get('name')})"
+    if extrapolated:
+        desc += f"; {len(extrapolated)} op(s) outside the reference table are extrapolated"
+    return LatencySource(model, compiled, prof.name, backend, desc, prof.sentinel_ms, kind="emulated")
 
 
 # ----------------------------------------------------------------------------- what a table build measures

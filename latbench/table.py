@@ -215,10 +215,14 @@ class LatencyTable:
     def merge(self, other: LatencyTable, *, force: bool = False) -> list[str]:
         """Add the rows of ``other`` that this table lacks; returns the keys added.
 
-        Refuses another device's rows unless ``force`` (they are then marked with their origin).
+        Refuses another device's rows, or rows of another space or space
+        parameters (a Once-for-All table at 160 px shares head-op keys with the
+        224 px one, at other values: a merge would keep one of them silently),
+        unless ``force`` (rows from another device are then marked with their origin).
         """
         if not force:
             self.check_same_device(other.fingerprint, "merge")
+            self.check_same_space(other.space, other.space_params, "merge")
         added = []
         for key, row in other.rows.items():
             if key not in self.rows:
@@ -591,11 +595,29 @@ def published_key_to_spec(key: str, fmt: str) -> OpSpec:
     raise TableError(f"unrecognised {fmt} LUT op kind {kind!r} in key {key!r}")
 
 
-def import_published(yaml_path: str | Path, fmt: str) -> LatencyTable:
+def published_resolution(keys: Iterable[str]) -> int | None:
+    """The input resolution a published LUT was made at: the input size of its stem conv (``Conv-input:RxRx3``)."""
+    found = set()
+    for key in keys:
+        m = _YAML_KEY.match(key)
+        if m and m.group("kind") == "Conv" and m.group("ci") == "3":
+            found.add(int(m.group("hi")))
+    if len(found) > 1:
+        raise TableError(f"LUT has stem convs at several resolutions {sorted(found)}; import one table per resolution")
+    return found.pop() if found else None
+
+
+def import_published(yaml_path: str | Path, fmt: str, resolution: int | None = None) -> LatencyTable:
     """A :class:`LatencyTable` from a published ProxylessNAS (``proxyless``) or OFA (``ofa``) YAML LUT.
 
     Only the mean (and the variance / std) is published: rows store it as the
     median with ``n`` = the published sample count and ``imported: true``.
+    The table records the resolution the LUT was made at (Once-for-All
+    publishes one Note10 table per resolution, 160-224, whose 1x1 head ops
+    share keys with different values): read from the stem conv's key, or
+    ``resolution`` when the file has no stem conv; a ``resolution`` that
+    disagrees with the file is refused. Tables of two resolutions are two
+    tables (``space_params.resolution`` differs), never merged.
     """
     import yaml
 
@@ -624,6 +646,16 @@ def import_published(yaml_path: str | Path, fmt: str) -> LatencyTable:
             f"as the {PUBLISHED_SOURCES[fmt]['device']} table"
         )
     src = PUBLISHED_SOURCES[fmt]
+    found_res = published_resolution(keys)
+    if resolution is not None and found_res is not None and resolution != found_res:
+        raise TableError(f"{p}: its stem conv is at resolution {found_res}, not --resolution {resolution}")
+    default_res = int(src["space_params"]["resolution"])
+    res = found_res or resolution or default_res
+    space_params = {**src["space_params"], "resolution": res}
+    sha = hashlib.sha256(p.read_bytes()).hexdigest()
+    # the recorded origin is the file latbench ships; another resolution's file is named by its own name and hash
+    origin = src["origin"] if res == default_res else f"{p.name} (resolution {res})"
+    description = src["description"].replace(f"at {default_res}", f"at {res}")
     fingerprint = {
         "id": f"published-{src['device']}-{fmt}",
         "backend": "published",
@@ -635,17 +667,18 @@ def import_published(yaml_path: str | Path, fmt: str) -> LatencyTable:
         fingerprint=fingerprint,
         device={"name": src["device"], "backend": "published", "settings": {}},
         space=src["space"],
-        space_params=src["space_params"],
+        space_params=space_params,
         source={
             "format": fmt,
             "file": p.name,
-            "sha256": hashlib.sha256(p.read_bytes()).hexdigest(),
-            "origin": src["origin"],
+            "sha256": sha,
+            "origin": origin,
             "paper": src["paper"],
-            "description": src["description"],
+            "description": description,
+            "resolution": res,
             "note": "published means stored as median_ms; iqr/p90 are not published (0 / mean)",
         },
-        name=f"{src['device']}/{src['space']}",
+        name=f"{src['device']}/{src['space']}" + ("" if res == default_res else f"-{res}"),
     )
     for key, stats in raw.items():
         if not isinstance(stats, dict) or "mean" not in stats:

@@ -28,7 +28,11 @@ from latbench.errors import LatbenchError
 from latbench.ops import OpSpec
 from latbench.spaces import get_space
 from latbench.table import LatencyTable, build_table
-from tests.conftest import NOTE10_YAML, PIXEL1_YAML
+
+# the shipped imports of the published tables (tests never read ../shared)
+_TABLES = Path(__file__).resolve().parents[1] / "tables"
+PIXEL1_YAML = _TABLES / "pixel1" / "proxyless-mobile.json"
+NOTE10_YAML = _TABLES / "note10" / "ofa-mbv3.json"
 
 
 @pytest.fixture
@@ -75,7 +79,7 @@ def test_row_ms_uses_lower_quartile_of_samples() -> None:
     assert row_ms({"median_ms": 5.0}, "p25") == 5.0
 
 
-def test_shots_span_stages_kernels_and_expands(need_luts: None) -> None:
+def test_shots_span_stages_kernels_and_expands() -> None:
     ref = load_reference(PIXEL1_YAML)
     ops = [OpSpec.from_dict(r["spec"]) for r in ref.rows.values()]
     shots = select_shots(ops, 10, seed=0)
@@ -116,12 +120,12 @@ def test_unknown_model_is_refused() -> None:
 
 
 # ------------------------------------------------------------------ end to end on the fake emulator
-def test_calibrate_never_sees_unseen_ops(fake_table: LatencyTable, home: Path, need_luts: None) -> None:
+def test_calibrate_never_sees_unseen_ops(fake_table: LatencyTable, home: Path) -> None:
     ref = load_reference(PIXEL1_YAML)
     be = get_backend("fake", device="emu")
     parts = home / "parts.json"
-    cal, _ = calibrate(fake_table, ref, 10, backend=be, parts_path=parts, n_archs=50)
-    assert parts.exists() and len(LatencyTable.load(parts)) > 50  # op parts were timed on the emulator
+    cal, _ = calibrate(fake_table, ref, 10, backend=be, parts_path=parts, n_archs=50, model="hybrid")
+    assert parts.exists() and len(LatencyTable.load(parts)) > 50  # hybrid reads op parts: timed on the emulator
     m = cal.metrics
     common = [k for k in ref.rows if k in fake_table.rows]
     assert len(cal.shots) == 10 and m["unseen_ops"]["n"] == len(common) - 10 == 60
@@ -131,13 +135,13 @@ def test_calibrate_never_sees_unseen_ops(fake_table: LatencyTable, home: Path, n
     for k in common:
         if k not in cal.shots:
             poisoned.rows[k]["median_ms"] *= 7.0
-    cal2, _ = calibrate(fake_table, poisoned, 10, backend=be, parts_path=parts, n_archs=50)
+    cal2, _ = calibrate(fake_table, poisoned, 10, backend=be, parts_path=parts, n_archs=50, model="hybrid")
     assert cal2.shots == cal.shots
     np.testing.assert_array_equal(cal2.coef, cal.coef)
     assert cal2.metrics["unseen_ops"]["mape"] > 5 * cal.metrics["unseen_ops"]["mape"]
 
 
-def test_calibrated_model_predicts_any_op_and_arch(fake_table: LatencyTable, home: Path, need_luts: None) -> None:
+def test_calibrated_model_predicts_any_op_and_arch(fake_table: LatencyTable, home: Path) -> None:
     ref = load_reference(PIXEL1_YAML)
     be = get_backend("fake", device="emu")
     cal, emu = calibrate(fake_table, ref, 10, backend=be, parts_path=home / "parts.json", n_archs=20)
@@ -153,14 +157,14 @@ def test_calibrated_model_predicts_any_op_and_arch(fake_table: LatencyTable, hom
     new = OpSpec("mbconv", 20, 40, 40, kernel=5, expand=3, act="relu6")
     assert model.predict_ops([new])[0] > 0
     t = model.predicted_table(space.vocabulary)
-    assert len(t) == 70 and t.fingerprint["id"].startswith("calibrated-published-pixel1")
+    assert len(t) == 70 and t.fingerprint["id"].startswith("emulated-published-pixel1")
     # without an emulator backend, missing timings are one clear error
     offline = CalibratedLatency(cal, EmulatorTimes(fake_table, emu.parts))
     with pytest.raises(LatbenchError, match="emulator timings missing"):
         offline.predict_ops([OpSpec("mbconv", 21, 40, 40, kernel=5, expand=3, act="relu6")])
 
 
-def test_cli_calibrate_writes_a_profile(fake_table: LatencyTable, home: Path, need_luts: None, capsys) -> None:
+def test_cli_calibrate_writes_a_profile(fake_table: LatencyTable, home: Path, capsys) -> None:
     out = home / "devices" / "pixel1-fake.toml"
     pred = home / "pred.json"
     args = [
@@ -175,18 +179,20 @@ def test_cli_calibrate_writes_a_profile(fake_table: LatencyTable, home: Path, ne
         "pixel1-fake",
         "--n-archs",
         "30",
+        "--model",
+        "time-roofline",
         "--write-table",
         str(pred),
         "--json",
     ]
     assert main(args) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["calibration"]["model"] == "hybrid" and len(doc["calibration"]["shots"]) == 10
+    assert doc["calibration"]["model"] == "time-roofline" and len(doc["calibration"]["shots"]) == 10
     prof = load_profile("pixel1-fake")
     assert prof.path == out and doc["profile"] == str(out)
     assert prof.backend == "fake" and prof.fingerprint["id"] == fake_table.fingerprint_id
     c = Calibration.from_dict(prof.extra["calibration"])
-    assert c.features == MODELS["hybrid"][0] and c.reference["sha256"]
+    assert c.features == MODELS["time-roofline"][0] and c.reference["sha256"]
     assert c.metrics["unseen_ops"]["n"] == 60
     assert LatencyTable.load(pred).rows
     # the profile is not overwritten without --force
@@ -194,7 +200,7 @@ def test_cli_calibrate_writes_a_profile(fake_table: LatencyTable, home: Path, ne
     assert "exists" in capsys.readouterr().err
 
 
-def test_cli_calibrate_bad_inputs(fake_table: LatencyTable, home: Path, need_luts: None, capsys) -> None:
+def test_cli_calibrate_bad_inputs(fake_table: LatencyTable, home: Path, capsys) -> None:
     rc = main(["calibrate", "--table", str(fake_table.path), "--reference", str(NOTE10_YAML), "--shots", "10"])
     err = capsys.readouterr().err
     assert rc == 2 and "shares only 0 op(s)" in err
@@ -204,15 +210,17 @@ def test_cli_calibrate_bad_inputs(fake_table: LatencyTable, home: Path, need_lut
 
 # ------------------------------------------------------------------ the real thing (slow)
 @pytest.mark.slow
-def test_ort_mobile_calibrates_to_pixel1(home: Path, need_luts: None, capsys) -> None:
+def test_ort_mobile_calibrates_to_pixel1(home: Path, capsys) -> None:
     """mobile-1t (ONNX Runtime, 1 thread) mapped onto the Pixel 1 table with 10 shots."""
     table = home / "t.json"
     assert main(["table", "build", "--device", "mobile-1t", "--space", "proxyless-mobile", "--out", str(table)]) == 0
     capsys.readouterr()
-    rc = main(["calibrate", "--table", str(table), "--reference", str(PIXEL1_YAML), "--shots", "10", "--json"])
+    args = ["calibrate", "--table", str(table), "--reference", str(PIXEL1_YAML), "--shots", "10", "--json"]
+    rc = main([*args, "--model", "time-roofline"])
     assert rc == 0
     m = json.loads(capsys.readouterr().out)["calibration"]["metrics"]
-    # guards well below the figures reached here (80% / 100% on a busy 2-core machine), above the naive fit
-    assert m["unseen_ops"]["within_10"] >= 0.60 > m["unseen_ops_naive_scale"]["within_10"]
+    # guards below the figures reached here (seed 0: 85% / 100%; 20 seeds: 80-88% of unseen ops, on a busy
+    # 2-core machine), above the naive fit (52%)
+    assert m["unseen_ops"]["within_10"] >= 0.70 > m["unseen_ops_naive_scale"]["within_10"]
     assert m["arch_lut_sums"]["within_10"] >= 0.90
     assert m["unseen_ops"]["spearman"] > 0.95

@@ -25,6 +25,8 @@ _BUILTIN: dict[str, str] = {
     "torch-cuda": "latbench.backends.torch_cuda:TorchCUDABackend",
     "ssh": "latbench.backends.ssh:SSHBackend",
     "adb": "latbench.backends.adb:ADBBackend",
+    # a calibrated emulator (made by DeviceProfile.make_backend from a profile with a [calibration])
+    "emulated": "latbench.emulation.backend:EmulatedBackend",
 }
 _REGISTERED: dict[str, type[Backend]] = {}
 ENTRY_POINT_GROUP = "latbench.backends"

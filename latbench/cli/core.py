@@ -272,7 +272,7 @@ def table_build(
             backend,
             ops,
             path,
-            device={"name": prof.name, "backend": prof.backend, "settings": backend.settings},
+            device={"name": prof.name, "backend": backend.name, "settings": backend.settings},
             space=space_name,
             space_params=space_params,
             resume=resume,
@@ -436,13 +436,18 @@ def table_merge(
 def table_import(
     yaml_path: Annotated[Path, typer.Argument(help="Published YAML LUT (ProxylessNAS or Once-for-All).")],
     fmt: Annotated[str, typer.Option("--format", help="proxyless or ofa.")],
+    resolution: Annotated[
+        int | None,
+        typer.Option(min=1, help="Input resolution of the LUT (checked against its stem op; default: read from it)."),
+    ] = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="Table file to write.")] = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Turn a published phone LUT into a latbench table."""
-    t = import_published(yaml_path, fmt)
-    target = out_path or paths.write_dir("tables") / t.device["name"] / f"{t.space}.json"
+    """Turn a published phone LUT into a latbench table (one table per input resolution)."""
+    t = import_published(yaml_path, fmt, resolution=resolution)
+    res = (t.space_params or {}).get("resolution", 224)
+    target = out_path or paths.write_dir("tables") / t.device["name"] / f"{t.space}-{res}.json"
     if target.exists() and not force:
         raise TableError(f"{target} exists; pass --force to overwrite it or choose another --out")
     new_file(target, True)
@@ -483,7 +488,7 @@ def measure(
     else:
         ms, info = measure_archs(backend, archs, config, prof.sentinel_ms, progress=not as_json)
         labels = archs
-    rows = [{"arch": a, **m.summary()} for a, m in zip(labels, ms, strict=True)]
+    rows = [{"arch": a, **m.summary(), **_how_obtained(m)} for a, m in zip(labels, ms, strict=True)]
     info = {k: v for k, v in info.items() if k != "remeasured"}
     doc = {
         "device": prof.name,
@@ -501,10 +506,23 @@ def measure(
             flag = " NOISY" if r["noisy"] else ""
             out.print(
                 f"{i:3d}  median {r['median_ms']:9.3f} ms  IQR {r['iqr_ms']:.3f}  p90 {r['p90_ms']:.3f}"
-                f"  n={r['n']}{flag}"
+                f"  n={r['n']}{flag}  ({r['kind']})"
             )
+            for k in r.get("kernels", []):
+                extra = "  extrapolated" if k.get("extrapolated") else ""
+                out.print(f"       {k['median_ms']:9.3f} ms  {k['op']}{extra}", markup=False)
 
     emit(as_json, doc, human)
+
+
+def _how_obtained(m: Any) -> dict[str, Any]:
+    """How a number was obtained ("measured", or "emulated" with its per-kernel breakdown)."""
+    meta = getattr(m, "meta", None) or {}
+    row: dict[str, Any] = {"kind": meta.get("kind", "measured")}
+    for key in ("kernels", "extrapolated_ops"):
+        if key in meta:
+            row[key] = meta[key]
+    return row
 
 
 def lut_sum(

@@ -39,7 +39,7 @@ def _emulator_backend(table: Any) -> Any:
 
     dev = table.device or {}
     name = dev.get("backend") or table.fingerprint.get("backend")
-    if not name or name in ("published", "calibrated"):
+    if not name or name in ("published", "calibrated", "emulated"):
         raise LatbenchError(f"table {table.path} was not measured on an emulator backend (it is {name!r})")
     try:
         backend = get_backend(name, **{k: v for k, v in (dev.get("settings") or {}).items() if v is not None})
@@ -63,7 +63,10 @@ def calibrate_cmd(
     ] = None,
     fmt: Annotated[str | None, typer.Option("--format", help="Format of a YAML reference: proxyless or ofa.")] = None,
     seed: SeedOpt = 0,
-    model: Annotated[str, typer.Option(help="hybrid, auto (leave-one-out on the shots) or a model name.")] = "hybrid",
+    model: Annotated[
+        str | None,
+        typer.Option(help="Transfer model: time-roofline (default), hybrid, auto (leave-one-out on shots), a name."),
+    ] = None,
     stat: Annotated[str, typer.Option(help="Emulator number per row: p25, p10 or median.")] = "p25",
     n_archs: Annotated[
         int, typer.Option(min=0, help="Random archs of the reference space to score LUT sums on.")
@@ -79,9 +82,10 @@ def calibrate_cmd(
 ) -> None:
     """Fit emulated latencies to a real device's table on K reference ops; report accuracy on the unseen ones."""
     from latbench.device import DeviceProfile, now_iso
-    from latbench.emulation.transfer import MODELS, STATS, CalibratedLatency, calibrate, load_reference
+    from latbench.emulation.transfer import DEFAULT_MODEL, MODELS, STATS, CalibratedLatency, calibrate, load_reference
     from latbench.table import LatencyTable
 
+    model = model or DEFAULT_MODEL
     if model not in (*MODELS, "auto"):
         raise LatbenchError(f"unknown --model {model!r}; use auto or one of {', '.join(MODELS)}")
     if stat not in STATS:

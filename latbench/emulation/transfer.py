@@ -11,22 +11,29 @@ glue), each component is timed on the emulator, and analytic counts (MACs
 and bytes per component class) are computed. A small model, a linear
 combination of such features, is fitted on the K reference ops only
 (least squares on relative error, costs non-negative). The default model,
-``hybrid``, is::
+``time-roofline``, is::
 
-    phone_ms = a * t_pw + b * t_pw * log2(hw) + c * dw_MMACs + d * dw_MB + e * t_rest
+    phone_ms = a * t_op + b * pw_MMACs + c * dw_MMACs + d * dw_MB + e
 
-(emulator time of the pointwise convs with a spatial correction of either
-sign, the depthwise conv from its MACs and bytes because x86 depthwise
-kernels scale unlike a phone's, and the emulator's rest: SE, adds, glue).
+(the emulator's time of the whole op, plus analytic corrections where a
+phone differs from an x86 core: it pays more per pointwise MAC and far more
+per depthwise MAC and byte, and a fixed cost per op). It needs no timings of
+the parts, which on a shared machine disagree with the op's own time by tens
+of percent; ``a`` is at least a third of the single scale factor fitted on
+the same shots (:data:`TIME_FLOOR`).
 ``model="auto"`` instead picks among :data:`MODELS` by leave-one-out error
 *on the K shots*. Nothing about the other reference ops enters the fit or the
-choice of model. (``hybrid`` was chosen as the default while developing
-against the two published phone tables; the fit of any run sees only its shots.)
+choice of model.
 
-The K shots are chosen to span the space, deterministically from a seed: ops
-are grouped by position (input size, channels, stride); K groups are taken at
-even spacing over the sorted groups (seeded offset) and, inside each, kernel
-and expansion are cycled so that the shots cover every kernel and expansion.
+The K shots are chosen to span the space, deterministically from a seed,
+from the emulator's side only: candidates are the ops of searchable
+positions (a position with alternatives; optionally only those the emulator
+times most surely, ``shot_keep`` < 1 with :func:`emulator_doubt`), grouped
+by position (input size, channels, stride); K groups are
+taken at even spacing over the sorted groups (seeded offset) and, inside
+each, kernel and expansion are cycled so that the shots cover every kernel
+and expansion. ``python -m latbench.emulation.sweep`` scores a fit over
+many shot seeds.
 
 :func:`calibrate` returns the fitted :class:`Calibration` with its metrics on
 the unseen reference ops (Spearman, MAPE, share within 10 %) and on the LUT
@@ -38,6 +45,7 @@ emulator's timings.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,9 +74,23 @@ MODELS: dict[str, tuple[tuple[str, ...], str]] = {
         "emulator pointwise time (with spatial growth), analytic depthwise MACs and bytes, emulator rest",
     ),
     "hybrid-small": (("pw", "pw_log_hw", "dw_mmacs", "other"), "like hybrid, without the depthwise byte term"),
+    "time-roofline": (
+        ("t", "pw_mmacs", "dw_mmacs", "dw_mb", "one"),
+        "emulator time of the whole op plus analytic pointwise MACs, depthwise MACs and bytes and a per-op offset "
+        "(no part timings)",
+    ),
+    "time-roofline-nooffset": (
+        ("t", "pw_mmacs", "dw_mmacs", "dw_mb"),
+        "time-roofline without the per-op offset",
+    ),
+    "time-dw": (("t", "dw_mmacs", "dw_mb"), "emulator time of the whole op plus analytic depthwise MACs and bytes"),
 }
+#: the model ``latbench calibrate`` fits unless told otherwise: it needs no part timings (noisy on a shared machine)
+DEFAULT_MODEL = "time-roofline"
 FEATURES = ("t", "pw", "pw_log_hw", "dw", "other", "pw_mmacs", "dw_mmacs", "pw_mb", "dw_mb", "one")
-STATS = ("median", "p25", "p10")
+STATS = ("median", "p25", "p10", "min")
+#: features computed from the emulator's timings of op parts
+PART_FEATURES = frozenset({"pw", "pw_log_hw", "dw", "other"})
 
 
 # ------------------------------------------------------------------------ op structure
@@ -148,7 +170,7 @@ def row_ms(row: dict[str, Any], stat: str = "p25") -> float:
     samples = row.get("samples_ms")
     if stat == "median" or not samples:
         return float(row["median_ms"])
-    q = {"p25": 25, "p10": 10}[stat]
+    q = {"p25": 25, "p10": 10, "min": 0}[stat]
     return float(np.percentile(np.asarray(samples, dtype=np.float64), q))
 
 
@@ -157,21 +179,45 @@ def row_ms(row: dict[str, Any], stat: str = "p25") -> float:
 SIGNED_FEATURES = ("pw_log_hw",)
 
 
-def fit_nnls_relative(x: np.ndarray, y: np.ndarray, signed: tuple[bool, ...] | None = None) -> np.ndarray:
+def fit_nnls_relative(
+    x: np.ndarray, y: np.ndarray, signed: tuple[bool, ...] | None = None, floor: np.ndarray | None = None
+) -> np.ndarray:
     """Coefficients minimising the squared *relative* error of ``x @ c`` against ``y``.
 
     Every coefficient is >= 0 (each feature is a cost), except those flagged
-    in ``signed`` (corrections that may go either way).
+    in ``signed`` (corrections that may go either way); ``floor`` raises the
+    lower bound of some coefficients above 0.
     """
     from scipy.optimize import lsq_linear, nnls
 
     w = 1.0 / np.maximum(y, 1e-9)
     a, b = x * w[:, None], y * w
-    if not signed or not any(signed):
+    if (not signed or not any(signed)) and (floor is None or not np.any(floor > 0)):
         coef, _ = nnls(a, b)
         return coef
-    lower = np.array([-np.inf if s else 0.0 for s in signed])
-    return np.asarray(lsq_linear(a, b, bounds=(lower, np.full(len(signed), np.inf))).x)
+    lower = np.array([-np.inf if s else 0.0 for s in (signed or (False,) * x.shape[1])])
+    if floor is not None:
+        lower = np.maximum(lower, floor)
+    return np.asarray(lsq_linear(a, b, bounds=(lower, np.full(x.shape[1], np.inf))).x)
+
+
+#: in a model with emulator time ``t`` beside analytic terms, ``t``'s coefficient is at least this share of the
+#: single scale factor fitted on the same shots: the emulator carries at least a third of each op's time, so that
+#: shapes the reference never published move with the emulator's real timings, not with MAC counts alone
+TIME_FLOOR = 1 / 3
+
+
+def time_floor(x: np.ndarray, y: np.ndarray, cols: tuple[str, ...]) -> np.ndarray | None:
+    """Lower bounds for the coefficients of ``cols`` (:data:`TIME_FLOOR`); ``None`` when ``t`` is alone or absent."""
+    if "t" not in cols or len(cols) == 1:
+        return None
+    i = cols.index("t")
+    w = 1.0 / np.maximum(y, 1e-9)
+    xt = x[:, i] * w
+    scale = float(np.sum(xt) / max(np.sum(xt**2), 1e-300))
+    floor = np.zeros(len(cols))
+    floor[i] = TIME_FLOOR * scale
+    return floor
 
 
 def loo_error(x: np.ndarray, y: np.ndarray, signed: tuple[bool, ...] | None = None) -> float:
@@ -188,23 +234,43 @@ def _group_key(op: OpSpec) -> tuple[Any, ...]:
     return (op.type, op.hw, op.cin, op.cout, op.stride, op.se, op.act)
 
 
-def select_shots(ops: list[OpSpec], k: int, seed: int = 0) -> list[OpSpec]:
+#: share of the candidate shots kept when they are ranked by the emulator's confidence in them (1: all; 0.7 helped
+#: the offset-free model on a Pixel-1 table and hurt on a Note10 one, so it is off by default)
+SHOT_KEEP = 1.0
+
+
+def select_shots(
+    ops: list[OpSpec],
+    k: int,
+    seed: int = 0,
+    quality: dict[str, float] | None = None,
+    keep: float = SHOT_KEEP,
+) -> list[OpSpec]:
     """``k`` ops spanning ``ops``: evenly spaced over position groups, cycling kernel and expansion.
 
-    Shots come from the op types with at least 3 ops (the searchable blocks):
-    a one-off op (stem, classifier) says little about the others. Deterministic
-    for a given ``seed`` (it moves the starting group and the kernel/expansion cycle).
+    Shots come from searchable positions (a position with several ops to
+    choose between): a one-off op (stem, classifier) says little about the others. With
+    ``quality`` (op key -> how doubtful the emulator's timing of it is, from
+    the emulator's own rows only: :func:`emulator_doubt`), only the ``keep``
+    share of those ops with the least doubt are candidates: a shot whose
+    emulator number is off by 30 % drags the whole fit. Deterministic for a
+    given ``seed`` (it moves the starting group and the kernel/expansion cycle).
     """
     if k < 1:
         raise LatbenchError(f"--shots must be at least 1, got {k}")
     if k > len(ops):
         raise LatbenchError(f"asked for {k} shots but only {len(ops)} reference ops are shared with the table")
-    counts: dict[str, int] = {}
+    # searchable positions only: a position (type, size, channels, stride) with one op has no alternatives to
+    # choose between (stem, head convs, classifier, a fixed first block) and says little about the others
+    counts: dict[tuple[Any, ...], int] = {}
     for op in ops:
-        counts[op.type] = counts.get(op.type, 0) + 1
-    pool = [o for o in ops if counts[o.type] >= 3]
+        counts[_group_key(op)] = counts.get(_group_key(op), 0) + 1
+    pool = [o for o in ops if counts[_group_key(o)] >= 2]
     if len(pool) < k:
         pool = list(ops)
+    if quality:
+        ranked = sorted(pool, key=lambda o: (quality.get(o.key, math.inf), o.key))
+        pool = ranked[: max(k, math.ceil(keep * len(ranked)))]
     rng = np.random.default_rng(seed)
     groups: dict[tuple[Any, ...], list[OpSpec]] = {}
     for op in sorted(pool, key=lambda o: o.key):
@@ -257,6 +323,13 @@ class Calibration:
     emulator: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    #: op keys the reference device's table has: any other op's number is an extrapolation
+    reference_ops: list[str] = field(default_factory=list)
+
+    @property
+    def needs_parts(self) -> bool:
+        """Whether the model reads timings of op parts (else an op's own emulator time and its sizes suffice)."""
+        return bool(set(self.features) & PART_FEATURES)
 
     def predict_features(self, feats: list[dict[str, float]]) -> np.ndarray:
         x = np.array([[f[n] for n in self.features] for f in feats], dtype=np.float64)
@@ -275,6 +348,7 @@ class Calibration:
             "reference": self.reference,
             "emulator": self.emulator,
             "metrics": self.metrics,
+            "reference_ops": sorted(self.reference_ops),
             "created": now_iso(),
             "versions": library_versions(),
         }
@@ -290,7 +364,9 @@ class Calibration:
         if unknown or len(coef) != len(feats):
             raise LatbenchError(f"malformed calibration: features {sorted(unknown)} / {len(coef)} coefficients")
         for f, c in zip(feats, coef, strict=True):
-            if not np.isfinite(c) or (f not in SIGNED_FEATURES and (c < 0 or (f == "t" and c == 0))):
+            if not np.isfinite(c) or (
+                f not in SIGNED_FEATURES and (c < 0 or (f == "t" and c == 0 and len(feats) == 1))
+            ):
                 raise LatbenchError(
                     f"calibration coefficient of {f} is {c}: not finite, or a negative (or zero) time scale that "
                     "would give negative latencies; calibrate again"
@@ -306,6 +382,7 @@ class Calibration:
             emulator=dict(d.get("emulator", {})),
             metrics=dict(d.get("metrics", {})),
             seed=int(d.get("seed", 0)),
+            reference_ops=[str(k) for k in d.get("reference_ops", [])],
         )
 
 
@@ -335,10 +412,10 @@ class EmulatorTimes:
         self.parts_path = parts_path
         self.progress = progress
 
-    def ensure(self, ops: list[OpSpec]) -> None:
-        """Measure (with the backend) every op or part of ``ops`` that no table has yet."""
+    def ensure(self, ops: list[OpSpec], parts: bool = True) -> None:
+        """Measure (with the backend) every op (and, with ``parts``, every part) of ``ops`` that no table has yet."""
         need = [o for o in ops if o.key not in self.table.rows and (self.parts is None or o.key not in self.parts.rows)]
-        for op in ops:
+        for op in ops if parts else []:
             for part in components(op).values():
                 if part.key not in self.table.rows and (self.parts is None or part.key not in self.parts.rows):
                     need.append(part)
@@ -365,8 +442,33 @@ class EmulatorTimes:
                 return row_ms(t.rows[op.key], self.stat)
         raise TableError(f"no emulator timing for {op.key}")
 
-    def features(self, op: OpSpec) -> dict[str, float]:
-        return op_features(op, self.ms(op), {name: self.ms(p) for name, p in components(op).items()})
+    def features(self, op: OpSpec, parts: bool = True) -> dict[str, float]:
+        """:func:`op_features` of ``op``; without ``parts`` its parts are not looked up (their features are 0)."""
+        part_ms = {name: self.ms(p) for name, p in components(op).items()} if parts else {}
+        return op_features(op, self.ms(op), part_ms)
+
+    def rel_iqr(self, op: OpSpec) -> float:
+        """IQR / median of the row timing ``op`` (0 for rows that record no spread)."""
+        for t in (self.table, self.parts):
+            if t is not None and op.key in t.rows:
+                r = t.rows[op.key]
+                v = r.get("rel_iqr")
+                return float(v) if v is not None else float(r.get("iqr_ms", 0.0)) / max(float(r["median_ms"]), 1e-12)
+        raise TableError(f"no emulator timing for {op.key}")
+
+
+def emulator_doubt(op: OpSpec, emu: EmulatorTimes) -> float:
+    """How far the emulator's timing of ``op`` may be from its cost: the largest relative IQR of its rows (op and
+    parts) plus the disagreement between the op's time and the sum of its parts' times.
+
+    Computed from emulator timings only (never the reference's), so ranking shots by it keeps the fit honest.
+    """
+    parts = components(op)
+    spread = max([emu.rel_iqr(op), *(emu.rel_iqr(p) for p in parts.values())])
+    if not parts:
+        return spread
+    t = emu.ms(op)
+    return spread + abs(sum(emu.ms(p) for p in parts.values()) / max(t, 1e-12) - 1.0)
 
 
 # ------------------------------------------------------------------------ the calibration
@@ -388,7 +490,7 @@ def fit_calibration(
     ref_ms: dict[str, float],
     shots: list[str],
     *,
-    model: str = "hybrid",
+    model: str = DEFAULT_MODEL,
     stat: str = "p25",
     seed: int = 0,
 ) -> Calibration:
@@ -417,7 +519,7 @@ def fit_calibration(
     chosen = min(close, key=lambda n: (len(MODELS[n][0]), loo[n] if not math.isnan(loo[n]) else 0.0))
     cols = MODELS[chosen][0]
     x = np.array([[feats[k][c] for c in cols] for k in shots], dtype=np.float64)
-    coef = fit_nnls_relative(x, y, tuple(c in SIGNED_FEATURES for c in cols))
+    coef = fit_nnls_relative(x, y, tuple(c in SIGNED_FEATURES for c in cols), time_floor(x, y, cols))
     return Calibration(model=chosen, features=cols, coef=coef, stat=stat, shots=list(shots), loo_mape=loo, seed=seed)
 
 
@@ -429,10 +531,11 @@ def calibrate(
     backend: Any = None,
     parts_path: Path | None = None,
     seed: int = 0,
-    model: str = "hybrid",
+    model: str = DEFAULT_MODEL,
     stat: str = "p25",
     n_archs: int = 200,
     progress: Callable[[int, int], None] | None = None,
+    shot_keep: float = SHOT_KEEP,
 ) -> tuple[Calibration, EmulatorTimes]:
     """Fit ``table`` (emulator) to ``reference`` on ``shots`` reference ops; score on the rest and on archs."""
     ref_ops = {k: OpSpec.from_dict(r["spec"]) for k, r in reference.rows.items()}
@@ -447,12 +550,16 @@ def calibrate(
     if parts_path is not None and parts_path.exists():
         emu.parts = LatencyTable.load(parts_path)
         emu.parts.check_same_device(table.fingerprint, "parts")
-    emu.ensure(common)
-    feats = {op.key: emu.features(op) for op in common}
+    # part timings only where something reads them: a model with part features, "auto", or the doubt shot filter
+    need_parts = shot_keep < 1.0 or model == "auto" or bool(set(MODELS.get(model, ((),))[0]) & PART_FEATURES)
+    emu.ensure(common, parts=need_parts)
+    feats = {op.key: emu.features(op, parts=need_parts) for op in common}
     ref_ms = {op.key: reference.latency(op) for op in common}
-    shot_ops = select_shots(common, shots, seed)
+    doubt = {op.key: emulator_doubt(op, emu) for op in common} if shot_keep < 1.0 else None
+    shot_ops = select_shots(common, shots, seed, doubt, keep=shot_keep)
     shot_keys = [o.key for o in shot_ops]
     cal = fit_calibration(feats, ref_ms, shot_keys, model=model, stat=stat, seed=seed)
+    cal.reference_ops = sorted(reference.rows)
     cal.reference = {
         "name": reference.name,
         "path": str(reference.path) if reference.path else None,
@@ -464,13 +571,21 @@ def calibrate(
         "space_params": reference.space_params,
     }
     cal.emulator = {
-        "table": str(table.path) if table.path else table.name,
+        "table": str(table.path.resolve()) if table.path else table.name,
         "table_hash": table.content_hash(),
         "fingerprint": table.fingerprint_id,
         "device": table.device,
         "parts_table": str(parts_path) if parts_path else None,
     }
     cal.metrics = score(cal, feats, ref_ms, reference, n_archs=n_archs, seed=seed)
+    pool = [o for o in common if doubt is not None]
+    cal.metrics["shot_selection"] = {
+        "rule": "spread over positions, kernels and expansions"
+        + (f"; from the {round(100 * shot_keep)}% of candidates the emulator times most surely" if doubt else ""),
+        "candidates": len(common),
+        "doubt_of_shots": {k: round(doubt[k], 4) for k in shot_keys} if doubt else {},
+        "doubt_cutoff": round(sorted(doubt[o.key] for o in pool)[-1], 4) if doubt and pool else None,
+    }
     return cal, emu
 
 
@@ -539,6 +654,26 @@ def reference_archs(reference: LatencyTable, known: set[str], n: int, seed: int 
 
 
 # ------------------------------------------------------------------------ prediction
+#: what an emulated device's numbers are (never "measured")
+KIND = "emulated"
+
+
+def emulated_fingerprint_id(calibration: Any, emulator_id: str | None) -> str:
+    """``emulated-<reference fingerprint>-<hash>``: one id naming the reference device, the emulator and the fit."""
+    ref = str(calibration.reference.get("fingerprint") or calibration.reference.get("name") or "reference")
+    digest = hashlib.sha256(
+        json.dumps(
+            {
+                "emulator": emulator_id or calibration.emulator.get("fingerprint"),
+                "features": list(calibration.features),
+                "coef": [round(float(c), 9) for c in calibration.coef],
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:10]
+    return f"{KIND}-{ref}-{digest}"
+
+
 class CalibratedLatency(OpSumModel):
     """Predicts the reference device's latency (ms) of any op or arch from emulator timings.
 
@@ -552,34 +687,28 @@ class CalibratedLatency(OpSumModel):
         self.cal = calibration
         self.emulator = emulator
         self.calibration = e2e or E2ECalibration()
-        digest = hashlib.sha256(
-            repr(
-                (
-                    calibration.features,
-                    [round(float(c), 9) for c in calibration.coef],
-                    calibration.emulator.get("table_hash"),
-                )
-            ).encode()
-        ).hexdigest()[:10]
         ref = calibration.reference.get("fingerprint") or "reference"
+        emulator_id = emulator.table.fingerprint_id or calibration.emulator.get("fingerprint")
         self.fingerprint: dict[str, Any] = {
-            "id": f"calibrated-{ref}-{digest}",
-            "backend": "calibrated",
-            "settings": {
-                "model": calibration.model,
-                "reference": ref,
-                "emulator": calibration.emulator.get("fingerprint"),
-            },
+            "id": emulated_fingerprint_id(calibration, emulator_id),
+            "backend": "emulated",
+            "settings": {"model": calibration.model, "reference": ref, "emulator": emulator_id},
             "host": {"device": calibration.reference.get("description", "")},
             "versions": library_versions(),
         }
+        self.kind = "emulated"
+
+    def is_extrapolated(self, op: OpSpec) -> bool:
+        """True when ``op`` is not in the reference device's table (its number rests on the fit alone)."""
+        return bool(self.cal.reference_ops) and op.key not in set(self.cal.reference_ops)
 
     def predict_ops(self, ops: list[OpSpec]) -> np.ndarray:
         ops = list(ops)
         timed = [o for o in ops if o.type != "zero"]
-        self.emulator.ensure(timed)
+        parts = self.cal.needs_parts
+        self.emulator.ensure(timed, parts=parts)
         out = np.zeros(len(ops))
-        feats = [self.emulator.features(o) for o in timed]
+        feats = [self.emulator.features(o, parts=parts) for o in timed]
         vals = self.cal.predict_features(feats) if feats else np.zeros(0)
         j = 0
         for i, o in enumerate(ops):
@@ -595,15 +724,15 @@ class CalibratedLatency(OpSumModel):
         ref = self.cal.reference
         t = LatencyTable(
             fingerprint=self.fingerprint,
-            device={"name": f"calibrated-{ref.get('name', 'reference')}", "backend": "calibrated", "settings": {}},
+            device={"name": f"emulated-{ref.get('name', 'reference')}", "backend": "emulated", "settings": {}},
             space=self.emulator.table.space,
             space_params=self.emulator.table.space_params,
             source={"calibration": self.cal.to_dict(), "description": "predicted from emulator timings"},
             name=f"calibrated/{self.emulator.table.space or 'ops'}",
         )
         for op, v in zip(ops, ms, strict=True):
-            t.add(
-                op,
-                {"median_ms": float(v), "iqr_ms": 0.0, "p90_ms": float(v), "n": 0, "noisy": False, "predicted": True},
-            )
+            row = {"median_ms": float(v), "iqr_ms": 0.0, "p90_ms": float(v), "n": 0, "noisy": False, "predicted": True}
+            if self.is_extrapolated(op):
+                row["extrapolated"] = True
+            t.add(op, row)
         return t

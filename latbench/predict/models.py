@@ -20,6 +20,7 @@ Whole networks are the calibrated sum of op predictions (``OpSumModel``).
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -163,6 +164,7 @@ class OpRegressionModel(_CompiledCache, OpSumModel):
             self.frozen_[t] = freeze(est)
         self.types_ = {t: (t if t in own else SHARED) for t in {o.type for o in ops}}
         self.rows_per_type_ = {t: int(sum(o.type == t for o in ops)) for t in sorted(self.types_)}
+        self.ranges_ = size_ranges(ops)
         self.__dict__.pop("_compiled", None)
         return self
 
@@ -195,6 +197,7 @@ class OpRegressionModel(_CompiledCache, OpSumModel):
             X = self.featurizer.transform([ops[i] for i in idx])
             with np.errstate(over="ignore", invalid="ignore"):
                 out[idx] = np.exp(self._regressor_for(g).predict(X))
+        self.last_outside = warn_outside(self.name, ops, getattr(self, "ranges_", None))
         return _check_predictions(self.name, ops, out)
 
     # ------------------------------------------------------------------- state
@@ -221,6 +224,7 @@ class OpRegressionModel(_CompiledCache, OpSumModel):
             "types": dict(sorted(self.types_.items())),
             "rows_per_type": self.rows_per_type_,
             "regressors": {g: f.to_dict() for g, f in sorted(self.frozen_.items()) if f is not None},
+            "ranges": getattr(self, "ranges_", {}),
         }
 
     @classmethod
@@ -237,6 +241,7 @@ class OpRegressionModel(_CompiledCache, OpSumModel):
         )
         m.types_ = _types_of(state)
         m.rows_per_type_ = dict(state.get("rows_per_type") or {})
+        m.ranges_ = _ranges_of(state)
         if not isinstance(state["regressors"], dict):
             raise LatbenchError("predictor state 'regressors' is not an object")
         n_features = len(m.featurizer.names)
@@ -246,6 +251,72 @@ class OpRegressionModel(_CompiledCache, OpSumModel):
         if missing:
             raise LatbenchError(f"predictor state has no regressor for op group(s) {', '.join(missing)}")
         return m
+
+
+#: op sizes whose training range a prediction is checked against (a tree model is flat outside it)
+RANGE_FIELDS = ("hw", "cin", "cout", "mid", "kernel")
+
+
+def size_ranges(ops: list[OpSpec]) -> dict[str, dict[str, list[float]]]:
+    """Per op type, ``[min, max]`` of each size in :data:`RANGE_FIELDS` and of MACs over the training ops."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for o in ops:
+        r = out.setdefault(o.type, {})
+        for f, v in [*((f, float(getattr(o, f))) for f in RANGE_FIELDS), ("macs", float(o.macs))]:
+            lo_hi = r.setdefault(f, [v, v])
+            lo_hi[0], lo_hi[1] = min(lo_hi[0], v), max(lo_hi[1], v)
+    return out
+
+
+def outside_range(op: OpSpec, ranges: dict[str, dict[str, list[float]]]) -> list[str]:
+    """The sizes of ``op`` outside its type's training range (``"hw 320 > 224"``); empty when inside."""
+    r = ranges.get(op.type)
+    if not r:
+        return []
+    out = []
+    for f, (lo, hi) in r.items():
+        v = float(op.macs) if f == "macs" else float(getattr(op, f, math.nan))
+        if v < lo:
+            out.append(f"{f} {v:g} < {lo:g}")
+        elif v > hi:
+            out.append(f"{f} {v:g} > {hi:g}")
+    return out
+
+
+def warn_outside(name: str, ops: list[OpSpec], ranges: dict[str, Any] | None) -> list[str]:
+    """Keys of ``ops`` outside the training table's sizes; says so on stderr (once per call) when there are any."""
+    if not ranges:
+        return []
+    bad = {o.key: why for o in ops if o.type != "zero" for why in [outside_range(o, ranges)] if why}
+    if bad:
+        from latbench.progress import message
+
+        key, why = next(iter(bad.items()))
+        message(
+            f"warning: predictor {name!r} extrapolates for {len(bad)} op(s) outside its training table's sizes "
+            f"(e.g. {key}: {', '.join(why)}); tree models are flat there: prefer an emulated device "
+            "(`latbench calibrate`) for shapes the table never had",
+            stream="err",
+        )
+    return list(bad)
+
+
+def _ranges_of(state: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
+    """The saved training ranges (absent in predictors saved before ranges were recorded: no check then)."""
+    raw = state.get("ranges") or {}
+    if not isinstance(raw, dict):
+        raise LatbenchError("predictor state 'ranges' is not an object")
+    out: dict[str, dict[str, list[float]]] = {}
+    for t, r in raw.items():
+        if not isinstance(r, dict):
+            raise LatbenchError(f"predictor state 'ranges' of {t!r} is not an object")
+        out[str(t)] = {}
+        for f, v in r.items():
+            ok = isinstance(v, list) and len(v) == 2 and all(_json_scalar(x) and not isinstance(x, bool) for x in v)
+            if not ok or not all(isinstance(x, (int, float)) and math.isfinite(x) for x in v):
+                raise LatbenchError(f"predictor state range {t}.{f} must be [min, max], got {v!r}")
+            out[str(t)][str(f)] = [float(v[0]), float(v[1])]
+    return out
 
 
 def _json_scalar(v: Any) -> bool:

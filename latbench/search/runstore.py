@@ -293,9 +293,13 @@ def base_config(
 
 # ----------------------------------------------------------------------------- result
 def measurement_record(m: Any) -> dict[str, Any]:
-    """``median_ms``, ``iqr_ms``, ``p90_ms``, ``n`` of a :class:`~latbench.measure.Measurement` (or its summary)."""
+    """``median_ms``, ``iqr_ms``, ``p90_ms``, ``n`` of a :class:`~latbench.measure.Measurement` (or its summary), and
+    ``kind``: how the number was obtained, "measured" or, on an emulated device, "emulated"."""
     s = m if isinstance(m, dict) else m.summary()
-    return {k: (int(s[k]) if k == "n" else float(s[k])) for k in ("median_ms", "iqr_ms", "p90_ms", "n")}
+    kind = s.get("kind") if isinstance(m, dict) else (getattr(m, "meta", None) or {}).get("kind")
+    rec: dict[str, Any] = {k: (int(s[k]) if k == "n" else float(s[k])) for k in ("median_ms", "iqr_ms", "p90_ms", "n")}
+    rec["kind"] = str(kind or "measured")
+    return rec
 
 
 def budget_verdict(target_ms: float, predicted_ms: float, measured: dict[str, Any] | None) -> tuple[bool, float]:
@@ -415,3 +419,29 @@ def show_run(run_id: str, runs_dir: str | os.PathLike[str] | None = None) -> dic
     folder = RunFolder.open(run_id, runs_dir)
     files = sorted(str(p.relative_to(folder.dir)) for p in folder.dir.rglob("*") if p.is_file())
     return {**run_row(folder), "config": folder.read_config(), "result": folder.read_result(), "files": files}
+
+
+def budget_lines(result: dict[str, Any], stepped: str) -> list[str]:
+    """The verdict on the budget for ``report.md``, in bold, saying how the numbers were obtained ("measured" or
+    "emulated"), and - when the found arch landed over the budget - what was deployed instead (``stepped`` says how
+    the engine picked it)."""
+    if not result.get("arch"):
+        return ["**No result: no trial succeeded.**"]
+    m = result.get("measured")
+    if m:
+        lat = f"{m.get('kind', 'measured')} {m['median_ms']:.3f} ms (IQR {m['iqr_ms']:.3f})"
+    else:
+        lat = f"{result['predicted_kind']} {result['predicted_ms']:.3f} ms (not measured)"
+    verdict = "within" if result["within_budget"] else f"OVER by {result['over_budget_pct']:.1f}%"
+    lines = [f"**Budget {result['target_ms']:g} ms: {lat}: {verdict}.**"]
+    found = result.get("found")
+    if found and found.get("measured"):
+        fm = found["measured"]
+        lines += [
+            "",
+            f"**The arch the search found {fm.get('kind', 'measured')} {fm['median_ms']:.3f} ms, OVER the budget; "
+            f"the deployed arch is {stepped} (median + IQR <= target).**",
+        ]
+    elif m and not result["within_budget"]:
+        lines += ["", "**The deployed arch is OVER the budget: no measured candidate was within it.**"]
+    return lines

@@ -133,8 +133,10 @@ class OFAMobileNetV3(ChainSpace):
     Five stages (base widths 24, 40, 80, 112, 160; strides 2, 2, 2, 1, 2), depth
     {2,3,4} each, kernel {3,5,7} and expand {3,4,6} per block, SE in stages 2,
     4, 5 and h-swish in stages 3-5 as in MobileNetV3; width 1.0 or 1.2;
-    resolution fixed (``resolution=R``) or searched over 128..224 step 4
-    (``resolution=None``).
+    resolution fixed (``resolution=R``) or searched (``resolution=None``) over
+    ``resolutions``: 128..224 step 4 by default, or a given set such as
+    Once-for-All's own ``[160, 176, 192, 208, 224]`` (the resolutions it
+    publishes latency tables for).
     """
 
     name = "ofa-mbv3"
@@ -147,7 +149,26 @@ class OFAMobileNetV3(ChainSpace):
     DEPTHS = (2, 3, 4)
     RESOLUTIONS = tuple(range(128, 225, 4))
 
-    def __init__(self, resolution: int | None = 224, width: float = 1.2, num_classes: int = 1000) -> None:
+    #: Once-for-All's searched resolutions (one published Note10 latency table each)
+    OFA_RESOLUTIONS = (160, 176, 192, 208, 224)
+
+    def __init__(
+        self,
+        resolution: int | None = 224,
+        width: float = 1.2,
+        num_classes: int = 1000,
+        resolutions: list[int] | tuple[int, ...] | None = None,
+    ) -> None:
+        extra: dict[str, Any] = {}
+        if resolutions is not None:
+            lo, hi = min(type(self).RESOLUTIONS), max(type(self).RESOLUTIONS)
+            if isinstance(resolutions, (str, bytes)) or not hasattr(resolutions, "__iter__"):
+                raise ArchError(f"ofa-mbv3 resolutions must be a list of whole numbers, got {resolutions!r}")
+            rs = sorted({int_param(self.name, "resolutions", r, lo, hi) for r in resolutions})
+            if not rs:
+                raise ArchError("ofa-mbv3 resolutions must not be empty")
+            self.RESOLUTIONS = tuple(rs)  # type: ignore[misc]  # this space's searched set
+            extra["resolutions"] = rs
         res = (
             None
             if resolution is None
@@ -160,7 +181,10 @@ class OFAMobileNetV3(ChainSpace):
         if w not in (1.0, 1.2):
             raise ArchError(f"ofa-mbv3 width must be 1.0 or 1.2, got {width}")
         super().__init__(
-            resolution=res, width=w, num_classes=int_param(self.name, "num_classes", num_classes, 1, 100_000)
+            resolution=res,
+            width=w,
+            num_classes=int_param(self.name, "num_classes", num_classes, 1, 100_000),
+            **extra,
         )
 
     @property

@@ -11,6 +11,7 @@ import numpy as np
 from latbench import paths
 from latbench.search.mnas.engine import SearchEngine
 from latbench.search.mnas.problem import SearchProblem
+from latbench.search.runstore import budget_lines as runstore_budget_lines
 
 
 def pareto_front(latency: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
@@ -158,25 +159,10 @@ def write_report(
 
 def budget_lines(result: dict[str, Any]) -> list[str]:
     """The verdict on the budget, in bold, and what was deployed instead when the found arch measured over it."""
-    if not result.get("arch"):
-        return ["**No result: no trial succeeded.**"]
-    m = result.get("measured")
-    lat = f"measured {m['median_ms']:.3f} ms (IQR {m['iqr_ms']:.3f})" if m else f"{result['predicted_kind']} "
-    if not m:
-        lat += f"{result['predicted_ms']:.3f} ms (not measured)"
-    verdict = "within" if result["within_budget"] else f"OVER by {result['over_budget_pct']:.1f}%"
-    lines = [f"**Budget {result['target_ms']:g} ms: {lat}: {verdict}.**"]
-    found = result.get("found")
-    if found and found.get("measured"):
-        fm = found["measured"]
-        lines += [
-            "",
-            f"**The arch the search found (trial {found['trial']}) measured {fm['median_ms']:.3f} ms, OVER the "
-            f"budget; the deployed arch is the best measured candidate within it (median + IQR <= target).**",
-        ]
-    elif m and not result["within_budget"]:
-        lines += ["", "**The deployed arch measures OVER the budget: no measured candidate was within it.**"]
-    return lines
+    found = result.get("found") or {}
+    return runstore_budget_lines(
+        result, f"the best measured candidate within it (the search found trial {found.get('trial', '?')})"
+    )
 
 
 def _settings_lines(

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from latbench import paths
+from latbench.search.runstore import budget_lines
 
 
 def alpha_csv(alpha_log: list[np.ndarray], space: Any) -> str:
@@ -164,23 +165,7 @@ def write_report(run_dir: Path, result: dict[str, Any], config: dict[str, Any], 
 
 
 def _budget_lines(result: dict[str, Any]) -> list[str]:
-    m = result.get("measured")
-    if m:
-        lat = f"measured {m['median_ms']:.3f} ms (IQR {m['iqr_ms']:.3f})"
-    else:
-        lat = f"{result['predicted_kind']} {result['predicted_ms']:.3f} ms (not measured)"
-    verdict = "within" if result["within_budget"] else f"OVER by {result['over_budget_pct']:.1f}%"
-    lines = [f"**Budget {result['target_ms']:.3f} ms: {lat}: {verdict}.**"]
-    found = result.get("found")
-    if found:
-        lines += [
-            "",
-            f"**The derived arch measured {found['measured']['median_ms']:.3f} ms, OVER the budget; the deployed "
-            "arch is derived within a tighter budget and measured within the target (median + IQR).**",
-        ]
-    elif m and not result["within_budget"]:
-        lines += ["", "**The deployed arch measures OVER the budget: no measured candidate was within it.**"]
-    return lines
+    return budget_lines(result, "derived within a tighter budget and measured within the target")
 
 
 def _retrain_lines(d: dict[str, Any]) -> list[str]:
