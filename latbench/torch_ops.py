@@ -179,6 +179,10 @@ class Classifier(nn.Module):
 def build_module(spec: OpSpec) -> nn.Module:
     """Build the module for ``spec`` (training-mode defaults; call ``.eval()`` to time)."""
     t = spec.type
+    if spec.is_transformer:
+        from latbench.torch_transformers import build_transformer_op
+
+        return build_transformer_op(spec)
     if t == "conv":
         return conv_bn_act(spec.cin, spec.cout, spec.kernel, spec.stride, spec.groups, spec.dilation, spec.act)
     if t == "mbconv":

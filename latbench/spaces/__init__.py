@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from latbench.errors import ArchError, LatbenchError, UnknownNameError
+from latbench.spaces.autoformer import AutoFormer
 from latbench.spaces.base import Arch, Decision, SearchSpace
+from latbench.spaces.bert import Bert
 from latbench.spaces.darts import DartsCell
 from latbench.spaces.mobile import OFAMobileNetV3, ProxylessMobile
 
@@ -19,6 +21,8 @@ SPACES: dict[str, type[SearchSpace]] = {
     ProxylessMobile.name: ProxylessMobile,
     OFAMobileNetV3.name: OFAMobileNetV3,
     DartsCell.name: DartsCell,
+    AutoFormer.name: AutoFormer,
+    Bert.name: Bert,
 }
 
 __all__ = [

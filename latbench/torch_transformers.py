@@ -1,0 +1,252 @@
+"""PyTorch modules of the transformer ops and of the ``autoformer`` / ``bert`` networks.
+
+Op modules follow timm's ViT (pre-LN blocks, class token, learned position
+embedding) and Hugging Face's BERT (post-LN blocks, token + position
+embedding with LayerNorm, tanh pooler on the class token), so their latency is
+what a deployed network of that family pays. Attention runs either as
+``torch.nn.functional.scaled_dot_product_attention`` (``fused``) or as the
+explicit ``softmax(Q K^T / sqrt(d)) V`` with the ``L x L`` matrix written out.
+
+:class:`ViTSupernet` / :class:`BertSupernet` are AutoFormer-style weight-sharing
+supernets: one set of weights of the largest choice, and a sub-network uses
+its slice (the first ``d`` rows / columns of the embed, QKV and MLP matrices,
+the first ``h`` heads): AutoFormer's *weight entanglement*.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from latbench.ops import OpSpec
+
+
+def _act(name: str) -> nn.Module:
+    if name == "gelu":
+        return nn.GELU()
+    if name == "relu":
+        return nn.ReLU()
+    if name == "tanh":
+        return nn.Tanh()
+    return nn.Identity()
+
+
+class PatchEmbed(nn.Module):
+    """ViT patch embedding: ``k x k`` stride-``k`` conv, tokens, class token first, + position embedding."""
+
+    def __init__(self, spec: OpSpec) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(spec.cin, spec.cout, spec.kernel, spec.kernel)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, spec.cout))
+        self.pos_embed = nn.Parameter(torch.randn(1, spec.tokens_out, spec.cout) * 0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.proj(x).flatten(2).transpose(1, 2)
+        cls = self.cls_token.expand(x.shape[0], -1, -1)
+        return torch.cat([cls, x], dim=1) + self.pos_embed
+
+
+class TokenEmbed(nn.Module):
+    """BERT embeddings: token lookup (ids given as floats, clamped into the vocabulary) + position, LayerNorm."""
+
+    def __init__(self, spec: OpSpec) -> None:
+        super().__init__()
+        self.vocab = spec.cin
+        self.tokens = nn.Embedding(spec.cin, spec.cout)
+        self.pos_embed = nn.Parameter(torch.randn(1, spec.hw, spec.cout) * 0.02)
+        self.norm = nn.LayerNorm(spec.cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ids = x.long().clamp(0, self.vocab - 1)
+        return self.norm(self.tokens(ids) + self.pos_embed)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, fused: bool) -> torch.Tensor:
+    """``softmax(q k^T / sqrt(head_dim)) v`` on ``batch x heads x L x head_dim`` tensors."""
+    if fused:
+        return F.scaled_dot_product_attention(q, k, v)
+    scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))
+    return scores.softmax(dim=-1) @ v
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """``[LN] -> QKV -> attention -> proj -> + input [-> LN]`` (pre-LN as ViT, post-LN as BERT)."""
+
+    def __init__(self, spec: OpSpec) -> None:
+        super().__init__()
+        d, q = spec.cin, spec.qkv_dim
+        self.heads, self.head_dim, self.fused, self.where = spec.heads, spec.head_dim, spec.fused, spec.norm
+        self.norm = nn.LayerNorm(d) if spec.norm != "none" else nn.Identity()
+        self.qkv = nn.Linear(d, 3 * q)
+        self.proj = nn.Linear(q, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        y = self.norm(x) if self.where == "pre" else x
+        qkv = self.qkv(y).reshape(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        out = attention(qkv[0], qkv[1], qkv[2], self.fused)
+        out = self.proj(out.transpose(1, 2).reshape(b, n, self.heads * self.head_dim))
+        out = x + out
+        return self.norm(out) if self.where == "post" else out
+
+
+class TransformerMLP(nn.Module):
+    """``[LN] -> linear -> act -> linear -> + input [-> LN]``."""
+
+    def __init__(self, spec: OpSpec) -> None:
+        super().__init__()
+        self.where = spec.norm
+        self.norm = nn.LayerNorm(spec.cin) if spec.norm != "none" else nn.Identity()
+        self.fc1 = nn.Linear(spec.cin, spec.hidden)
+        self.act = _act(spec.act)
+        self.fc2 = nn.Linear(spec.hidden, spec.cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm(x) if self.where == "pre" else x
+        out = x + self.fc2(self.act(self.fc1(y)))
+        return self.norm(out) if self.where == "post" else out
+
+
+class ClsHead(nn.Module):
+    """Class token (token 0) -> [BERT pooler: linear + tanh when ``act == 'tanh'``] -> linear to classes."""
+
+    def __init__(self, spec: OpSpec) -> None:
+        super().__init__()
+        self.pool = nn.Sequential(nn.Linear(spec.cin, spec.cin), nn.Tanh()) if spec.act == "tanh" else nn.Identity()
+        self.fc = nn.Linear(spec.cin, spec.cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(x[:, 0]))
+
+
+def build_transformer_op(spec: OpSpec) -> nn.Module:
+    """The module of a transformer :class:`OpSpec` (training-mode defaults)."""
+    t = spec.type
+    if t == "patch_embed":
+        return PatchEmbed(spec)
+    if t == "token_embed":
+        return TokenEmbed(spec)
+    if t == "mhsa":
+        return MultiHeadSelfAttention(spec)
+    if t == "mlp":
+        return TransformerMLP(spec)
+    if t == "layernorm":
+        return nn.LayerNorm(spec.cin)
+    if t == "cls_head":
+        return ClsHead(spec)
+    raise AssertionError(t)
+
+
+# ----------------------------------------------------------------------------- weight-sharing supernets
+class _SuperBlock(nn.Module):
+    """One encoder layer of the largest choice (embed ``D``, ``H`` heads of ``hd``, MLP hidden ``F``).
+
+    ``forward(x, heads, hidden)`` runs the sub-layer of embed ``x.shape[-1]``: weight slices
+    ``W[:q, :d]`` (QKV per part), ``W_proj[:d, :q]``, ``fc1[:f, :d]``, ``fc2[:d, :f]`` and the
+    first ``d`` LayerNorm parameters (AutoFormer's weight entanglement).
+    """
+
+    def __init__(self, dim: int, heads: int, head_dim: int, hidden: int, act: str, norm: str) -> None:
+        super().__init__()
+        self.head_dim, self.where, self.act = head_dim, norm, act
+        q = heads * head_dim
+        self.ln1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * q)
+        self.proj = nn.Linear(q, dim)
+        self.ln2 = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.max_q = q
+
+    def _ln(self, ln: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+        d = x.shape[-1]
+        return F.layer_norm(x, (d,), ln.weight[:d], ln.bias[:d], ln.eps)
+
+    def forward(self, x: torch.Tensor, heads: int, hidden: int) -> torch.Tensor:
+        b, n, d = x.shape
+        q = heads * self.head_dim
+        w = self.qkv.weight.view(3, self.max_q, -1)[:, :q, :d].reshape(3 * q, d)
+        bias = self.qkv.bias.view(3, self.max_q)[:, :q].reshape(3 * q)
+        y = self._ln(self.ln1, x) if self.where == "pre" else x
+        qkv = F.linear(y, w, bias).reshape(b, n, 3, heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        a = attention(qkv[0], qkv[1], qkv[2], fused=True).transpose(1, 2).reshape(b, n, q)
+        x = x + F.linear(a, self.proj.weight[:d, :q], self.proj.bias[:d])
+        if self.where == "post":
+            x = self._ln(self.ln1, x)
+        y = self._ln(self.ln2, x) if self.where == "pre" else x
+        h = F.linear(y, self.fc1.weight[:hidden, :d], self.fc1.bias[:hidden])
+        h = F.gelu(h) if self.act == "gelu" else F.relu(h)
+        x = x + F.linear(h, self.fc2.weight[:d, :hidden], self.fc2.bias[:d])
+        return self._ln(self.ln2, x) if self.where == "post" else x
+
+
+class ViTSupernet(nn.Module):
+    """AutoFormer supernet on small images: patch embedding, ``max_depth`` pre-LN layers, class-token head.
+
+    ``forward(x, cfg)`` runs the sub-network ``cfg = {"embed": d, "depth": L, "heads": [...],
+    "hidden": [...]}`` with sliced weights.
+    """
+
+    def __init__(
+        self,
+        *,
+        image: int,
+        patch: int,
+        channels: int,
+        embed: int,
+        depth: int,
+        heads: int,
+        head_dim: int,
+        hidden: int,
+        num_classes: int,
+    ) -> None:
+        super().__init__()
+        self.patch = patch
+        self.proj = nn.Conv2d(channels, embed, patch, patch)
+        tokens = (image // patch) ** 2 + 1
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed))
+        self.pos_embed = nn.Parameter(torch.randn(1, tokens, embed) * 0.02)
+        self.blocks = nn.ModuleList(_SuperBlock(embed, heads, head_dim, hidden, "gelu", "pre") for _ in range(depth))
+        self.norm = nn.LayerNorm(embed)
+        self.head = nn.Linear(embed, num_classes)
+
+    def forward(self, x: torch.Tensor, cfg: dict[str, Any]) -> torch.Tensor:
+        d = int(cfg["embed"])
+        x = F.conv2d(x, self.proj.weight[:d], self.proj.bias[:d], stride=self.patch).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token[:, :, :d].expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed[:, :, :d]
+        for i in range(int(cfg["depth"])):
+            x = self.blocks[i](x, int(cfg["heads"][i]), int(cfg["hidden"][i]))
+        x = F.layer_norm(x, (d,), self.norm.weight[:d], self.norm.bias[:d], self.norm.eps)
+        return F.linear(x[:, 0], self.head.weight[:, :d], self.head.bias)
+
+
+class BertSupernet(nn.Module):
+    """NAS-BERT / HAT-style supernet: token + position embedding with LayerNorm, post-LN layers, tanh pooler.
+
+    ``forward(ids, cfg)`` (``ids``: ``batch x L`` long) runs the sub-network ``cfg = {"embed": d,
+    "depth": L, "heads": [...], "hidden": [...]}`` with sliced weights.
+    """
+
+    def __init__(
+        self, *, vocab: int, seq: int, embed: int, depth: int, heads: int, head_dim: int, hidden: int, num_classes: int
+    ) -> None:
+        super().__init__()
+        self.tokens = nn.Embedding(vocab, embed)
+        self.pos_embed = nn.Parameter(torch.randn(1, seq, embed) * 0.02)
+        self.ln = nn.LayerNorm(embed)
+        self.blocks = nn.ModuleList(_SuperBlock(embed, heads, head_dim, hidden, "gelu", "post") for _ in range(depth))
+        self.pool = nn.Linear(embed, embed)
+        self.head = nn.Linear(embed, num_classes)
+
+    def forward(self, ids: torch.Tensor, cfg: dict[str, Any]) -> torch.Tensor:
+        d = int(cfg["embed"])
+        x = self.tokens.weight[:, :d][ids] + self.pos_embed[:, : ids.shape[1], :d]
+        x = F.layer_norm(x, (d,), self.ln.weight[:d], self.ln.bias[:d], self.ln.eps)
+        for i in range(int(cfg["depth"])):
+            x = self.blocks[i](x, int(cfg["heads"][i]), int(cfg["hidden"][i]))
+        pooled = torch.tanh(F.linear(x[:, 0], self.pool.weight[:d, :d], self.pool.bias[:d]))
+        return F.linear(pooled, self.head.weight[:, :d], self.head.bias)
