@@ -262,7 +262,7 @@ class OpSpec:
     def hidden(self) -> int:
         """Hidden width of a transformer MLP (``round(cin * expand)``); ``cin`` for other types."""
         if self.type == "mlp":
-            return int(round(self.cin * float(self.expand)))
+            return round(self.cin * float(self.expand))
         return self.cin
 
     @property

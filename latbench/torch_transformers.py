@@ -250,3 +250,63 @@ class BertSupernet(nn.Module):
             x = self.blocks[i](x, int(cfg["heads"][i]), int(cfg["hidden"][i]))
         pooled = torch.tanh(F.linear(x[:, 0], self.pool.weight[:d, :d], self.pool.bias[:d]))
         return F.linear(pooled, self.head.weight[:, :d], self.head.bias)
+
+
+def _copy(dst: torch.Tensor, src: torch.Tensor) -> None:
+    if dst.shape != src.shape:
+        raise ValueError(f"slice of shape {tuple(src.shape)} does not fit a weight of shape {tuple(dst.shape)}")
+    dst.copy_(src)
+
+
+@torch.no_grad()
+def load_subnet(net: nn.Sequential, supernet: nn.Module, cfg: dict[str, Any]) -> nn.Sequential:
+    """Copy the supernet's slices for the sub-network ``cfg`` into ``net``, the ``nn.Sequential`` of ops a
+    transformer space builds for the same arch (so the deployed module computes what the supernet scored).
+
+    The supernet's head width must equal the space's (64); layers past ``cfg["depth"]`` are not in ``net``.
+    """
+    d = int(cfg["embed"])
+    mods = list(net)
+    first, body, tail = mods[0], mods[1 : 1 + 2 * int(cfg["depth"])], mods[1 + 2 * int(cfg["depth"]) :]
+    if isinstance(first, PatchEmbed) and isinstance(supernet, ViTSupernet):
+        _copy(first.proj.weight, supernet.proj.weight[:d])
+        _copy(first.proj.bias, supernet.proj.bias[:d])
+        _copy(first.cls_token, supernet.cls_token[:, :, :d])
+        _copy(first.pos_embed, supernet.pos_embed[:, :, :d])
+    elif isinstance(first, TokenEmbed) and isinstance(supernet, BertSupernet):
+        _copy(first.tokens.weight, supernet.tokens.weight[:, :d])
+        _copy(first.pos_embed, supernet.pos_embed[:, : first.pos_embed.shape[1], :d])
+        _copy(first.norm.weight, supernet.ln.weight[:d])
+        _copy(first.norm.bias, supernet.ln.bias[:d])
+    else:
+        raise ValueError("the network and the supernet are not of the same family")
+    for i in range(int(cfg["depth"])):
+        blk, att, mlp = supernet.blocks[i], body[2 * i], body[2 * i + 1]
+        q, f = att.heads * att.head_dim, mlp.fc1.out_features
+        if att.head_dim != blk.head_dim:
+            raise ValueError(f"the supernet's heads are {blk.head_dim} wide, the network's {att.head_dim}")
+        _copy(att.qkv.weight, blk.qkv.weight.view(3, blk.max_q, -1)[:, :q, :d].reshape(3 * q, d))
+        _copy(att.qkv.bias, blk.qkv.bias.view(3, blk.max_q)[:, :q].reshape(3 * q))
+        _copy(att.proj.weight, blk.proj.weight[:d, :q])
+        _copy(att.proj.bias, blk.proj.bias[:d])
+        _copy(att.norm.weight, blk.ln1.weight[:d])
+        _copy(att.norm.bias, blk.ln1.bias[:d])
+        _copy(mlp.fc1.weight, blk.fc1.weight[:f, :d])
+        _copy(mlp.fc1.bias, blk.fc1.bias[:f])
+        _copy(mlp.fc2.weight, blk.fc2.weight[:d, :f])
+        _copy(mlp.fc2.bias, blk.fc2.bias[:d])
+        _copy(mlp.norm.weight, blk.ln2.weight[:d])
+        _copy(mlp.norm.bias, blk.ln2.bias[:d])
+    if isinstance(supernet, ViTSupernet):
+        norm, head = tail
+        _copy(norm.weight, supernet.norm.weight[:d])
+        _copy(norm.bias, supernet.norm.bias[:d])
+        _copy(head.fc.weight, supernet.head.weight[:, :d])
+        _copy(head.fc.bias, supernet.head.bias)
+    else:
+        (head,) = tail
+        _copy(head.pool[0].weight, supernet.pool.weight[:d, :d])
+        _copy(head.pool[0].bias, supernet.pool.bias[:d])
+        _copy(head.fc.weight, supernet.head.weight[:, :d])
+        _copy(head.fc.bias, supernet.head.bias)
+    return net

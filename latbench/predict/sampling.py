@@ -210,7 +210,7 @@ def _transformer(rng: np.random.Generator, t: str) -> OpSpec:
         )
     if t == "mlp":
         ratio = float(rng.choice([1.0, 2.0, 3.0, 3.5, 4.0, 4.0])) if rng.random() < 0.6 else rng.uniform(0.5, 6.0)
-        hidden = max(8, int(round(d * ratio / 8)) * 8)
+        hidden = max(8, round(d * ratio / 8) * 8)
         act = "gelu" if rng.random() < 0.85 else "relu"
         return OpSpec("mlp", n, d, d, expand=hidden / d, act=act, norm=norm)
     if t == "layernorm":
