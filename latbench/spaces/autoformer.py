@@ -112,7 +112,10 @@ class TransformerChain(SearchSpace):
         a = np.where(active, att[e[:, None], idx[:, 2 : 2 + L]], -1)
         m = np.where(active, mlp[e[:, None], idx[:, 2 + L : 2 + 2 * L]], -1)
         body = np.stack([a, m], axis=2).reshape(len(idx), 2 * L)
-        return np.concatenate([head[e], body, tail[e]], axis=1)
+        # the layers past the depth run nothing: their (trailing) -1 columns are cut, so the width follows the
+        # deepest arch of the batch (a depth-gated space does not map one op per decision)
+        body = body[:, : 2 * int(depth.max())]
+        return np.concatenate([head[e], tail[e], body], axis=1)
 
     def build(self, arch: Arch) -> Any:
         from torch import nn
