@@ -230,6 +230,8 @@ class OpSpec:
             raise ArchError(f"op field fused must be true or false, got {self.fused!r}")
         object.__setattr__(self, "fused", bool(self.fused))
         if self.type not in TRANSFORMER_TYPES:
+            if self.act not in CONV_ACTIVATIONS:
+                raise ArchError(f"unknown op act {self.act!r} for {self.type}; known: {', '.join(CONV_ACTIVATIONS)}")
             if (self.heads, self.head_dim, self.fused, self.norm) != (1, 0, False, "none"):
                 raise ArchError(f"op type {self.type} takes no heads / head_dim / fused / norm")
             return
