@@ -31,8 +31,21 @@ OP_TYPES = (
     "gap",  # global average pool
     "classifier",  # [global average pool] + linear
     "zero",  # a skipped block / DARTS `none`: never timed, zero latency
+    # transformer ops (tensors are batch x tokens x dim; ``hw`` is the sequence length, ``cin`` the embed dim)
+    "patch_embed",  # ViT: kxk stride-k conv 3 -> dim, flatten to tokens, class token + position embedding
+    "token_embed",  # BERT: token lookup (``cin`` = vocabulary) + position embedding + LayerNorm
+    "mhsa",  # multi-head self-attention block: [LN] -> QKV -> attention -> proj -> + input [-> LN]
+    "mlp",  # transformer MLP block: [LN] -> linear dim -> hidden -> act -> linear -> + input [-> LN]
+    "layernorm",  # LayerNorm over the embed dim (ViT's final norm)
+    "cls_head",  # class-token head: token 0 -> [BERT pooler: linear + tanh] -> linear to classes
 )
-ACTIVATIONS = ("relu", "relu6", "hswish", "none")
+#: the transformer op types: keyed with their own key format (:attr:`OpSpec.key`)
+TRANSFORMER_TYPES = ("patch_embed", "token_embed", "mhsa", "mlp", "layernorm", "cls_head")
+#: activations of the conv-era ops (the feature columns of predictors trained before transformers)
+CONV_ACTIVATIONS = ("relu", "relu6", "hswish", "none")
+ACTIVATIONS = (*CONV_ACTIVATIONS, "gelu", "tanh")
+#: where a transformer block normalises: before the block (ViT, pre-LN), after the residual add (BERT), nowhere
+NORMS = ("none", "pre", "post")
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
 #: the integer fields of an op, and the largest value each may take (a sanity bound: no real network has a
 #: 1,000,000-pixel-wide feature map or a kernel wider than 64; a bigger value in a file is a corrupt file)
@@ -45,6 +58,7 @@ INT_FIELDS = {
     "groups": 1 << 20,
     "dilation": 64,
     "batch": 1 << 16,
+    "heads": 1024,
 }
 MAX_EXPAND = 1024.0
 #: JSON nesting deeper than this is refused (nothing latbench writes nests more than ~10 levels)
@@ -169,9 +183,19 @@ class OpSpec:
     se: bool = False
     batch: int = 1
     dtype: str = "float32"
+    # transformer fields (left at their defaults, and out of key and dict, for every conv-era op)
+    heads: int = 1
+    head_dim: int = 0
+    fused: bool = False
+    norm: str = "none"
 
     def __post_init__(self) -> None:
-        for name, options in (("type", OP_TYPES), ("act", ACTIVATIONS), ("dtype", tuple(DTYPE_BYTES))):
+        for name, options in (
+            ("type", OP_TYPES),
+            ("act", ACTIVATIONS),
+            ("dtype", tuple(DTYPE_BYTES)),
+            ("norm", NORMS),
+        ):
             value = getattr(self, name)
             if not isinstance(value, str) or value not in options:
                 raise ArchError(f"unknown op {name} {value!r}; known: {', '.join(options)}")
@@ -189,15 +213,86 @@ class OpSpec:
         if isinstance(self.se, (str, float)) or not any(self.se is v or self.se == v for v in (True, False)):
             raise ArchError(f"op field se must be true or false, got {self.se!r}")
         object.__setattr__(self, "se", bool(self.se))
+        self._check_transformer_fields()
         if self.cin % self.groups or self.cout % self.groups:
             raise ArchError(f"groups={self.groups} does not divide cin={self.cin} / cout={self.cout}")
         # normalise 3.0 -> 3 so keys stay stable
         object.__setattr__(self, "expand", float(self.expand))
 
+    def _check_transformer_fields(self) -> None:
+        """``head_dim`` 0..4096, ``fused`` a bool; conv-era ops keep the transformer fields at their defaults
+        (so their keys and dicts are what they always were) and transformer ops their own invariants."""
+        hd = self.head_dim
+        if isinstance(hd, bool) or not isinstance(hd, numbers.Integral) or not 0 <= int(hd) <= 4096:
+            raise ArchError(f"op field head_dim must be an integer 0..4096, got {hd!r}")
+        object.__setattr__(self, "head_dim", int(hd))
+        if isinstance(self.fused, (str, float)) or not any(self.fused is v or self.fused == v for v in (True, False)):
+            raise ArchError(f"op field fused must be true or false, got {self.fused!r}")
+        object.__setattr__(self, "fused", bool(self.fused))
+        if self.type not in TRANSFORMER_TYPES:
+            if self.act not in CONV_ACTIVATIONS:
+                raise ArchError(f"unknown op act {self.act!r} for {self.type}; known: {', '.join(CONV_ACTIVATIONS)}")
+            if (self.heads, self.head_dim, self.fused, self.norm) != (1, 0, False, "none"):
+                raise ArchError(f"op type {self.type} takes no heads / head_dim / fused / norm")
+            return
+        if self.groups != 1 or self.dilation != 1 or self.se:
+            raise ArchError(f"transformer op {self.type} takes groups=1, dilation=1, se=false")
+        if self.type == "mhsa" and self.head_dim < 1:
+            raise ArchError("an mhsa op needs head_dim >= 1")
+        if self.type != "mhsa" and (self.heads != 1 or self.head_dim != 0 or self.fused):
+            raise ArchError(f"op type {self.type} takes no heads / head_dim / fused")
+        if self.type != "patch_embed" and (self.kernel != 1 or self.stride != 1):
+            raise ArchError(f"op type {self.type} takes kernel=1, stride=1 (only patch_embed has a patch)")
+        if self.type == "patch_embed" and (self.stride != self.kernel or self.hw % self.kernel):
+            raise ArchError(f"patch_embed needs stride == kernel (the patch) dividing hw, got {self.key_hint}")
+        if self.type != "mlp" and self.expand != 1.0:
+            raise ArchError(f"op type {self.type} takes no expand (only mlp has a hidden ratio)")
+        if self.type == "mlp" and round(self.cin * float(self.expand)) < 1:
+            raise ArchError("an mlp op needs a hidden width >= 1")
+        if self.type in ("mhsa", "mlp", "layernorm") and self.cin != self.cout:
+            raise ArchError(f"{self.type} keeps the embed dim: cin must equal cout, got {self.cin} / {self.cout}")
+
+    @property
+    def key_hint(self) -> str:
+        return f"hw={self.hw} kernel={self.kernel} stride={self.stride}"
+
+    @property
+    def is_transformer(self) -> bool:
+        return self.type in TRANSFORMER_TYPES
+
+    @property
+    def hidden(self) -> int:
+        """Hidden width of a transformer MLP (``round(cin * expand)``); ``cin`` for other types."""
+        if self.type == "mlp":
+            return round(self.cin * float(self.expand))
+        return self.cin
+
+    @property
+    def qkv_dim(self) -> int:
+        """Width of Q (and K, V) of an attention op: ``heads * head_dim``; 0 for other types."""
+        return self.heads * self.head_dim if self.type == "mhsa" else 0
+
+    @property
+    def tokens_out(self) -> int:
+        """Tokens a transformer op outputs: patches + class token for ``patch_embed``, else its input's."""
+        if self.type == "patch_embed":
+            return (self.hw // self.kernel) ** 2 + 1
+        return self.hw
+
     # ----------------------------------------------------------------- identity
     @property
     def key(self) -> str:
-        """Stable text key, e.g. ``mbconv-i56x56x24-o40-k5-s2-e6-g1-d1-relu6-se0-b1-float32``."""
+        """Stable text key, e.g. ``mbconv-i56x56x24-o40-k5-s2-e6-g1-d1-relu6-se0-b1-float32``.
+
+        Transformer ops have a key of their own, e.g. ``mhsa-n197-d240-o240-h4-hd64-k1-f240-none-pre-fu1-b1-float32``
+        (``n`` tokens, ``d`` embed dim in, ``o`` out, heads, head dim, kernel, ``f`` MLP hidden width, act, norm,
+        fused attention kernel).
+        """
+        if self.type in TRANSFORMER_TYPES:
+            return (
+                f"{self.type}-n{self.hw}-d{self.cin}-o{self.cout}-h{self.heads}-hd{self.head_dim}-k{self.kernel}"
+                f"-f{self.hidden}-{self.act}-{self.norm}-fu{int(self.fused)}-b{self.batch}-{self.dtype}"
+            )
         return (
             f"{self.type}-i{self.hw}x{self.hw}x{self.cin}-o{self.cout}-k{self.kernel}"
             f"-s{self.stride}-e{self.expand:g}-g{self.groups}-d{self.dilation}-{self.act}"
@@ -210,13 +305,33 @@ class OpSpec:
         r"-se(?P<se>[01])-b(?P<batch>\d+)-(?P<dtype>[a-z0-9]+)$"
     )
 
+    _TKEY_RE = re.compile(
+        r"^(?P<type>[a-z_]+)-n(?P<hw>\d+)-d(?P<cin>\d+)-o(?P<cout>\d+)-h(?P<heads>\d+)-hd(?P<head_dim>\d+)"
+        r"-k(?P<kernel>\d+)-f(?P<hidden>\d+)-(?P<act>[a-z0-9]+)-(?P<norm>[a-z]+)-fu(?P<fused>[01])"
+        r"-b(?P<batch>\d+)-(?P<dtype>[a-z0-9]+)$"
+    )
+
     @classmethod
     def from_key(cls, key: str) -> OpSpec:
         """Parse a key written by :attr:`key`."""
+        t = cls._TKEY_RE.match(key) if isinstance(key, str) else None
+        if t:
+            d: dict[str, Any] = t.groupdict()
+            for name in ("hw", "cin", "cout", "heads", "head_dim", "kernel", "batch"):
+                d[name] = int(d[name])
+            hidden = int(d.pop("hidden"))
+            d["fused"] = d["fused"] == "1"
+            d["stride"] = d["kernel"]
+            if d["type"] == "mlp":
+                d["expand"] = hidden / d["cin"]
+            spec = cls(**d)
+            if spec.key != key:
+                raise ArchError(f"not an op key: {key!r}")
+            return spec
         m = cls._KEY_RE.match(key)
         if not m:
             raise ArchError(f"not an op key: {key!r}")
-        d: dict[str, Any] = m.groupdict()
+        d = m.groupdict()
         for name in ("hw", "cin", "cout", "kernel", "stride", "groups", "dilation", "batch"):
             d[name] = int(d[name])
         d["expand"] = float(d["expand"])
@@ -224,7 +339,12 @@ class OpSpec:
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as JSON; conv-era ops leave out the transformer fields (their dicts are as they were)."""
+        d = asdict(self)
+        if self.type not in TRANSFORMER_TYPES:
+            for name in ("heads", "head_dim", "fused", "norm"):
+                d.pop(name)
+        return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> OpSpec:
@@ -243,6 +363,9 @@ class OpSpec:
     # ------------------------------------------------------------------ shapes
     @property
     def hw_out(self) -> int:
+        """Output height = width (conv ops); output tokens (transformer ops, 1 for the head)."""
+        if self.type in TRANSFORMER_TYPES:
+            return 1 if self.type == "cls_head" else self.tokens_out
         if self.type in ("gap", "classifier"):
             return 1
         if self.type in ("skip_connect", "zero"):
@@ -266,13 +389,21 @@ class OpSpec:
         return self.type == "mbconv" and self.stride == 1 and self.cin == self.cout
 
     @property
-    def input_shape(self) -> tuple[int, int, int, int]:
+    def input_shape(self) -> tuple[int, ...]:
+        """``batch x cin x hw x hw`` (conv ops, ``patch_embed``); ``batch x tokens`` of token ids
+        (``token_embed``); ``batch x tokens x dim`` (other transformer ops)."""
+        if self.type == "token_embed":
+            return (self.batch, self.hw)
+        if self.type in TRANSFORMER_TYPES and self.type != "patch_embed":
+            return (self.batch, self.hw, self.cin)
         return (self.batch, self.cin, self.hw, self.hw)
 
     @property
     def output_shape(self) -> tuple[int, ...]:
-        if self.type == "classifier":
+        if self.type in ("classifier", "cls_head"):
             return (self.batch, self.cout)
+        if self.type in TRANSFORMER_TYPES:
+            return (self.batch, self.tokens_out, self.cout)
         return (self.batch, self.cout, self.hw_out, self.hw_out)
 
     # ------------------------------------------------------------------ counts
@@ -308,7 +439,36 @@ class OpSpec:
             return b * hi * hi * self.cin
         if t == "classifier":
             return b * (hi * hi * self.cin + self.cin * self.cout)
+        if t in TRANSFORMER_TYPES:
+            return b * sum(self.transformer_macs().values())
         return 0  # zero
+
+    def transformer_macs(self) -> dict[str, int]:
+        """MACs of one sample of a transformer op, by part: ``dense`` (linear layers, patch conv), ``attn``
+        (the two ``L x L`` products, ``2 * heads * L^2 * head_dim``: the term that grows with the square of the
+        sequence) and ``elementwise`` (norms, adds, softmax, activation; one per element touched)."""
+        n, d, t = self.hw, self.cin, self.type
+        if t == "patch_embed":
+            patches = (self.hw // self.kernel) ** 2
+            return {"dense": patches * self.kernel**2 * self.cin * self.cout, "attn": 0, "elementwise": 0}
+        if t == "token_embed":
+            return {"dense": 0, "attn": 0, "elementwise": 3 * n * self.cout}
+        if t == "mhsa":
+            q = self.qkv_dim
+            return {
+                "dense": n * d * 3 * q + n * q * d,
+                "attn": 2 * self.heads * n * n * self.head_dim,
+                "elementwise": self.heads * n * n + (3 if self.norm != "none" else 1) * n * d,
+            }
+        if t == "mlp":
+            f = self.hidden
+            return {"dense": 2 * n * d * f, "attn": 0, "elementwise": n * f + (3 if self.norm != "none" else 1) * n * d}
+        if t == "layernorm":
+            return {"dense": 0, "attn": 0, "elementwise": 2 * n * d}
+        if t == "cls_head":
+            pool = self.cin * self.cin if self.act == "tanh" else 0
+            return {"dense": pool + self.cin * self.cout, "attn": 0, "elementwise": self.cin if pool else 0}
+        return {"dense": 0, "attn": 0, "elementwise": 0}
 
     @property
     def flops(self) -> int:
@@ -342,7 +502,36 @@ class OpSpec:
             return self.cin * self.cout + 2 * self.cout
         if t == "classifier":
             return self.cin * self.cout + self.cout
+        if t in TRANSFORMER_TYPES:
+            return self._transformer_params()
         return 0
+
+    def _transformer_params(self) -> int:
+        d, t = self.cin, self.type
+        norm = 2 * self.cout if self.norm != "none" or t in ("layernorm", "token_embed") else 0
+        if t == "patch_embed":
+            return self.kernel**2 * self.cin * self.cout + self.cout + self.cout + self.tokens_out * self.cout
+        if t == "token_embed":
+            return self.cin * self.cout + self.hw * self.cout + norm
+        if t == "mhsa":
+            q = self.qkv_dim
+            return d * 3 * q + 3 * q + q * d + d + norm
+        if t == "mlp":
+            f = self.hidden
+            return d * f + f + f * d + d + norm
+        if t == "layernorm":
+            return norm
+        if t == "cls_head":
+            pool = d * d + d if self.act == "tanh" else 0
+            return pool + d * self.cout + self.cout
+        return 0
+
+    @property
+    def attn_matrix_bytes(self) -> int:
+        """Bytes of the ``heads x L x L`` attention matrix an unfused attention writes and reads (0 otherwise)."""
+        if self.type != "mhsa":
+            return 0
+        return self.batch * self.heads * self.hw * self.hw * DTYPE_BYTES[self.dtype]
 
     @property
     def weight_bytes(self) -> int:
@@ -367,6 +556,11 @@ class OpSpec:
             stages = [self.input_bytes + mid_in, mid_in + mid_out, mid_out + self.output_bytes]
             keep = self.input_bytes if self.residual else 0
             return max(stages) + keep
+        if self.type == "mhsa":
+            qkv = 3 * self.batch * self.hw * self.qkv_dim * e
+            return self.input_bytes + qkv + (0 if self.fused else self.attn_matrix_bytes)
+        if self.type == "mlp":
+            return self.input_bytes + self.batch * self.hw * self.hidden * e + self.output_bytes
         return self.input_bytes + self.output_bytes
 
     @property
@@ -386,6 +580,8 @@ class OpSpec:
         import torch
 
         g = torch.Generator().manual_seed(seed)
+        if self.type == "token_embed":  # token ids (as floats, so every latbench input is a float tensor)
+            return torch.randint(0, self.cin, self.input_shape, generator=g).float()
         return torch.randn(*self.input_shape, generator=g)
 
     def __str__(self) -> str:

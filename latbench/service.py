@@ -161,7 +161,8 @@ def resolve_latency_source(
         model = load_predictor(predictor, force=force)
         compiled = model.compile(space)
         fp_id = model.fingerprint.get("id")
-        dev = device or getattr(model, "device_name", None)
+        recorded = (getattr(model, "meta", None) or {}).get("device") or {}
+        dev = device or getattr(model, "device_name", None) or recorded.get("name")
         backend, sentinel = _device_backend(dev, fp_id, explicit=device is not None)
         desc = f"predictor {predictor} ({fp_id})"
         return LatencySource(model, compiled, dev, backend, desc, sentinel, kind="predicted")
@@ -248,14 +249,24 @@ def _emulated_source(space: SearchSpace, prof: DeviceProfile, backend: Any) -> L
 
 # ----------------------------------------------------------------------------- what a table build measures
 def ops_to_measure(
-    space: str, *, resolution: int | None = None, width: float | None = None, sample: int | None = None, seed: int = 0
+    space: str,
+    *,
+    resolution: int | None = None,
+    width: float | None = None,
+    sample: int | None = None,
+    seed: int = 0,
+    family: str = "conv",
 ) -> tuple[list[Any], str, dict[str, Any] | None]:
     """``(ops, table space name, space params)`` of a table build: the space's vocabulary, or ``sample`` op
-    configs drawn across shapes with ``seed`` (table space ``sampled-<N>-seed<S>``)."""
+    configs of ``family`` (conv, transformer, all) drawn across shapes with ``seed`` (table space
+    ``sampled-<N>-seed<S>``, with the family unless it is conv)."""
     if sample is not None:
         from latbench.predict.sampling import sample_ops
 
-        return sample_ops(sample, seed=seed), f"sampled-{sample}-seed{seed}", None
+        if family not in ("conv", "transformer", "all"):
+            raise LatbenchError(f"unknown op family {family!r}; use conv, transformer or all")
+        name = f"sampled-{sample}-seed{seed}" + ("" if family == "conv" else f"-{family}")
+        return sample_ops(sample, seed=seed, family=family), name, None
     from latbench.spaces import get_space
 
     s = get_space(space, resolution=resolution, width=width)

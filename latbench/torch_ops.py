@@ -1,16 +1,22 @@
 """PyTorch modules for every :class:`~latbench.ops.OpSpec` type.
 
 The modules follow the reference implementations (ProxylessNAS / Once-for-All
-MBConv, DARTS cell ops) closely enough that their latency is the latency a
-deployed network of that family pays.
+MBConv, DARTS cell ops; timm's ViT and Hugging Face's BERT for the transformer
+ops: pre-LN blocks with class token and learned position embedding, post-LN
+blocks with a tanh pooler) closely enough that their latency is the latency a
+deployed network of that family pays. Attention runs either as
+``torch.nn.functional.scaled_dot_product_attention`` (``fused``) or as the
+explicit ``softmax(Q K^T / sqrt(d)) V`` with the ``L x L`` matrix written out.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from latbench.ops import OpSpec
@@ -176,9 +182,128 @@ class Classifier(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
+# ----------------------------------------------------------------------------- transformer ops
+def _act(name: str) -> nn.Module:
+    if name == "gelu":
+        return nn.GELU()
+    if name == "relu":
+        return nn.ReLU()
+    if name == "tanh":
+        return nn.Tanh()
+    return nn.Identity()
+
+
+class PatchEmbed(nn.Module):
+    """ViT patch embedding: ``k x k`` stride-``k`` conv, tokens, class token first, + position embedding."""
+
+    def __init__(self, spec: OpSpec) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(spec.cin, spec.cout, spec.kernel, spec.kernel)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, spec.cout))
+        self.pos_embed = nn.Parameter(torch.randn(1, spec.tokens_out, spec.cout) * 0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.proj(x).flatten(2).transpose(1, 2)
+        cls = self.cls_token.expand(x.shape[0], -1, -1)
+        return torch.cat([cls, x], dim=1) + self.pos_embed
+
+
+class TokenEmbed(nn.Module):
+    """BERT embeddings: token lookup (ids given as floats, clamped into the vocabulary) + position, LayerNorm."""
+
+    def __init__(self, spec: OpSpec) -> None:
+        super().__init__()
+        self.vocab = spec.cin
+        self.tokens = nn.Embedding(spec.cin, spec.cout)
+        self.pos_embed = nn.Parameter(torch.randn(1, spec.hw, spec.cout) * 0.02)
+        self.norm = nn.LayerNorm(spec.cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ids = x.long().clamp(0, self.vocab - 1)
+        return self.norm(self.tokens(ids) + self.pos_embed)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, fused: bool) -> torch.Tensor:
+    """``softmax(q k^T / sqrt(head_dim)) v`` on ``batch x heads x L x head_dim`` tensors."""
+    if fused:
+        return F.scaled_dot_product_attention(q, k, v)
+    scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))
+    return scores.softmax(dim=-1) @ v
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """``[LN] -> QKV -> attention -> proj -> + input [-> LN]`` (pre-LN as ViT, post-LN as BERT)."""
+
+    def __init__(self, spec: OpSpec) -> None:
+        super().__init__()
+        d, q = spec.cin, spec.qkv_dim
+        self.heads, self.head_dim, self.fused, self.where = spec.heads, spec.head_dim, spec.fused, spec.norm
+        self.norm = nn.LayerNorm(d) if spec.norm != "none" else nn.Identity()
+        self.qkv = nn.Linear(d, 3 * q)
+        self.proj = nn.Linear(q, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        y = self.norm(x) if self.where == "pre" else x
+        qkv = self.qkv(y).reshape(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        out = attention(qkv[0], qkv[1], qkv[2], self.fused)
+        out = self.proj(out.transpose(1, 2).reshape(b, n, self.heads * self.head_dim))
+        out = x + out
+        return self.norm(out) if self.where == "post" else out
+
+
+class TransformerMLP(nn.Module):
+    """``[LN] -> linear -> act -> linear -> + input [-> LN]``."""
+
+    def __init__(self, spec: OpSpec) -> None:
+        super().__init__()
+        self.where = spec.norm
+        self.norm = nn.LayerNorm(spec.cin) if spec.norm != "none" else nn.Identity()
+        self.fc1 = nn.Linear(spec.cin, spec.hidden)
+        self.act = _act(spec.act)
+        self.fc2 = nn.Linear(spec.hidden, spec.cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm(x) if self.where == "pre" else x
+        out = x + self.fc2(self.act(self.fc1(y)))
+        return self.norm(out) if self.where == "post" else out
+
+
+class ClsHead(nn.Module):
+    """Class token (token 0) -> [BERT pooler: linear + tanh when ``act == 'tanh'``] -> linear to classes."""
+
+    def __init__(self, spec: OpSpec) -> None:
+        super().__init__()
+        self.pool = nn.Sequential(nn.Linear(spec.cin, spec.cin), nn.Tanh()) if spec.act == "tanh" else nn.Identity()
+        self.fc = nn.Linear(spec.cin, spec.cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(x[:, 0]))
+
+
+def build_transformer_op(spec: OpSpec) -> nn.Module:
+    """The module of a transformer :class:`OpSpec` (training-mode defaults)."""
+    t = spec.type
+    if t == "patch_embed":
+        return PatchEmbed(spec)
+    if t == "token_embed":
+        return TokenEmbed(spec)
+    if t == "mhsa":
+        return MultiHeadSelfAttention(spec)
+    if t == "mlp":
+        return TransformerMLP(spec)
+    if t == "layernorm":
+        return nn.LayerNorm(spec.cin)
+    if t == "cls_head":
+        return ClsHead(spec)
+    raise AssertionError(t)
+
+
 def build_module(spec: OpSpec) -> nn.Module:
     """Build the module for ``spec`` (training-mode defaults; call ``.eval()`` to time)."""
     t = spec.type
+    if spec.is_transformer:
+        return build_transformer_op(spec)
     if t == "conv":
         return conv_bn_act(spec.cin, spec.cout, spec.kernel, spec.stride, spec.groups, spec.dilation, spec.act)
     if t == "mbconv":

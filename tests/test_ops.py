@@ -22,6 +22,13 @@ EXAMPLES = [
     OpSpec("gap", 7, 1152, 1152, act="none"),
     OpSpec("classifier", 7, 1280, 1000, act="none"),
     OpSpec("zero", 28, 40, 40, act="none"),
+    # transformer ops (their own key format; see tests/test_transformer_ops.py)
+    OpSpec("patch_embed", 32, 3, 24, kernel=8, stride=8, act="none"),
+    OpSpec("token_embed", 16, 50, 32, act="none"),
+    OpSpec("mhsa", 17, 48, 48, heads=3, head_dim=16, fused=True, norm="pre", act="none"),
+    OpSpec("mlp", 17, 48, 48, expand=3.5, act="gelu", norm="pre"),
+    OpSpec("layernorm", 17, 48, 48, act="none"),
+    OpSpec("cls_head", 16, 32, 2, act="tanh"),
 ]
 
 

@@ -219,6 +219,9 @@ def table_build(
         int | None, typer.Option(min=1, help="Instead of the space, measure N op configs sampled across shapes.")
     ] = None,
     seed: SeedOpt = 0,
+    sample_family: Annotated[
+        str, typer.Option(help="With --sample: op family to draw, conv, transformer or all.")
+    ] = "conv",
     adaptive: Annotated[bool, typer.Option(help="With --sample: adaptive sampling where a model errs most.")] = False,
     drift: DriftOpt = None,
     min_time: MinTimeOpt = None,
@@ -261,7 +264,7 @@ def table_build(
         resume = True
     else:
         ops, space_name, space_params = ops_to_measure(
-            space, resolution=resolution, width=width, sample=sample, seed=seed
+            space, resolution=resolution, width=width, sample=sample, seed=seed, family=sample_family
         )
     path = out_path or default_table_path(prof.name, space_name, resolution)
     paths.check_writable_target(path)
@@ -331,6 +334,7 @@ def _cluster_table_build(
     seed: int,
     adaptive: bool,
     as_json: bool,
+    sample_family: str = "conv",
 ) -> None:
     """``table build --cluster``: one build per device, sharded over the Ray nodes that serve it."""
     from latbench.farm.build import cluster_table_build
@@ -349,6 +353,7 @@ def _cluster_table_build(
         sample=sample,
         seed=seed,
         adaptive=adaptive,
+        sample_family=sample_family,
     )
 
     def human() -> None:

@@ -36,8 +36,8 @@ def mnas(
     evaluator: Annotated[
         str | None,
         typer.Option(
-            help="Accuracy source: zero-cost[:naswot|synflow|grad-norm] (a proxy score), train, "
-            "python:module_or_file.py:function. [default: zero-cost]"
+            help="Accuracy source: zero-cost[:naswot|synflow|grad-norm] (a proxy score), train, supernet "
+            "(autoformer, bert: weight-sharing), python:module_or_file.py:function. [default: zero-cost]"
         ),
     ] = None,
     trials: Annotated[int | None, typer.Option(help="Candidates to evaluate (default 100).")] = None,

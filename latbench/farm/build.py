@@ -320,6 +320,7 @@ def cluster_table_build(
     sample: int | None = None,
     seed: int = 0,
     adaptive: bool = False,
+    sample_family: str = "conv",
     wait_s: float = 60.0,
     log: Log | None = None,
 ) -> list[dict[str, Any]]:
@@ -338,7 +339,9 @@ def cluster_table_build(
 
     if drift is not None and drift not in DRIFT_MODES:
         raise FarmError(f"--drift must be one of {', '.join(DRIFT_MODES)}, got {drift!r}")
-    ops, space_name, space_params = _ops_to_build(devices, space, resolution, width, out, sample, seed, adaptive)
+    ops, space_name, space_params = _ops_to_build(
+        devices, space, resolution, width, out, sample, seed, adaptive, sample_family
+    )
     targets = _table_targets(devices, space_name, resolution, out, resume)
 
     def say(msg: str) -> None:
@@ -394,6 +397,7 @@ def _ops_to_build(
     sample: int | None,
     seed: int,
     adaptive: bool,
+    sample_family: str = "conv",
 ) -> tuple[list[Any], str, dict[str, Any] | None]:
     """The ops of the request (the space's vocabulary, or ``sample`` sampled configs), checked up front."""
     if not devices:
@@ -408,7 +412,7 @@ def _ops_to_build(
         raise FarmError("--adaptive is not sharded (it fits a model between rounds); grow the sampled table locally")
     from latbench.service import ops_to_measure
 
-    return ops_to_measure(space, resolution=resolution, width=width, sample=sample, seed=seed)
+    return ops_to_measure(space, resolution=resolution, width=width, sample=sample, seed=seed, family=sample_family)
 
 
 def _table_targets(

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from latbench.ops import ACTIVATIONS, DTYPE_BYTES, OP_TYPES, OpSpec
+from latbench.ops import ACTIVATIONS, CONV_ACTIVATIONS, DTYPE_BYTES, OP_TYPES, TRANSFORMER_TYPES, OpSpec
 
 #: the feature columns, in order (the names a saved predictor records)
 SHAPE_FEATURES = ("hw", "hw_out", "cin", "cout", "mid", "kernel", "stride", "groups", "expand", "dilation", "batch")
@@ -40,17 +40,43 @@ FLAG_FEATURES = ("se", "residual", "depthwise")
 #: SIMD alignment of the feature map: on this CPU a 112 px map ran 3-15% faster than a 109 or 121 px one
 #: with the same work, and a model without these flags over-predicted networks' (aligned) ops
 ALIGN_FEATURES = ("hw_align8", "hw_align4", "hw_out_align8", "hw_out_align4")
+#: sequence terms of transformer ops (0 for conv ops): tokens, heads, widths, the work split into dense matmuls,
+#: the two ``L x L`` attention products (``2 h L^2 hd``: the term that grows with the square of the sequence) and
+#: element-wise work, and the bytes of the attention matrix an unfused kernel writes
+TRANSFORMER_NUMERIC = (
+    "tokens",
+    "heads",
+    "head_dim",
+    "qkv_dim",
+    "mlp_hidden",
+    "macs_dense",
+    "macs_attn",
+    "macs_elementwise",
+    "attn_matrix_bytes",
+)
+TRANSFORMER_FLAGS = ("fused", "norm_pre", "norm_post")
+#: op types and activations added with the transformer ops (their one-hots come after the older columns)
+NEW_TYPES = tuple(t for t in OP_TYPES if t in TRANSFORMER_TYPES)
+NEW_ACTS = tuple(a for a in ACTIVATIONS if a not in CONV_ACTIVATIONS)
 FEATURES: tuple[str, ...] = (
     *SHAPE_FEATURES,
     *WORK_FEATURES,
     *FLAG_FEATURES,
-    *(f"act_{a}" for a in ACTIVATIONS),
-    *(f"type_{t}" for t in OP_TYPES),
+    *(f"act_{a}" for a in CONV_ACTIVATIONS),
+    *(f"type_{t}" for t in OP_TYPES if t not in TRANSFORMER_TYPES),
     *ALIGN_FEATURES,
+    # schema 3: transformer columns, all after the schema-2 ones (whose values for conv ops are unchanged)
+    *TRANSFORMER_NUMERIC,
+    *TRANSFORMER_FLAGS,
+    *(f"act_{a}" for a in NEW_ACTS),
+    *(f"type_{t}" for t in NEW_TYPES),
 )
-#: schema 2 added ALIGN_FEATURES; a schema-1 predictor is read with its own (shorter) column list
-FEATURE_SCHEMA = "latbench.features/2"
-READABLE_SCHEMAS = ("latbench.features/1", FEATURE_SCHEMA)
+#: columns that enter as log2(1 + x)
+LOG_FEATURES = frozenset((*SHAPE_FEATURES, *WORK_FEATURES, *TRANSFORMER_NUMERIC))
+#: schema 2 added ALIGN_FEATURES, schema 3 the transformer columns; an older predictor is read with its own
+#: (shorter) column list
+FEATURE_SCHEMA = "latbench.features/3"
+READABLE_SCHEMAS = ("latbench.features/1", "latbench.features/2", FEATURE_SCHEMA)
 
 
 def _split_macs(op: OpSpec) -> tuple[int, int, int]:
@@ -103,10 +129,33 @@ def op_features(op: OpSpec) -> list[float]:
         op.peak_activation_bytes,
     ]
     flags = [float(op.se), float(op.residual), float(op.type == "conv" and op.groups > 1 and op.groups == op.cin)]
-    acts = [float(op.act == a) for a in ACTIVATIONS]
-    types = [float(op.type == t) for t in OP_TYPES]
+    acts = [float(op.act == a) for a in CONV_ACTIVATIONS]
+    types = [float(op.type == t) for t in OP_TYPES if t not in TRANSFORMER_TYPES]
     align = [float(op.hw % 8 == 0), float(op.hw % 4 == 0), float(op.hw_out % 8 == 0), float(op.hw_out % 4 == 0)]
-    return [float(x) for x in (*shape, *work)] + flags + acts + types + align
+    return [float(x) for x in (*shape, *work)] + flags + acts + types + align + _transformer_features(op)
+
+
+def _transformer_features(op: OpSpec) -> list[float]:
+    """The schema-3 columns: sequence terms, flags and one-hots of transformer ops (zeros for conv ops)."""
+    new_acts = [float(op.act == a) for a in NEW_ACTS]
+    new_types = [float(op.type == t) for t in NEW_TYPES]
+    if not op.is_transformer:
+        return [0.0] * (len(TRANSFORMER_NUMERIC) + len(TRANSFORMER_FLAGS)) + new_acts + new_types
+    parts = op.transformer_macs()
+    b = op.batch
+    numeric = [
+        op.hw,
+        op.heads if op.type == "mhsa" else 0,
+        op.head_dim,
+        op.qkv_dim,
+        op.hidden if op.type == "mlp" else 0,
+        b * parts["dense"],
+        b * parts["attn"],
+        b * parts["elementwise"],
+        op.attn_matrix_bytes,
+    ]
+    flags = [float(op.fused), float(op.norm == "pre"), float(op.norm == "post")]
+    return [float(x) for x in numeric] + flags + new_acts + new_types
 
 
 class Featurizer:
@@ -125,7 +174,7 @@ class Featurizer:
         if unknown:
             raise ValueError(f"unknown feature columns {unknown}")
         self._cols = None if self.names == FEATURES else [FEATURES.index(n) for n in self.names]
-        self._n_log = len(SHAPE_FEATURES) + len(WORK_FEATURES)
+        self._log_mask = [n in LOG_FEATURES for n in FEATURES]
         self._cache: dict[str, list[float]] = {}
 
     def transform(self, ops: Sequence[OpSpec]) -> np.ndarray:
@@ -135,7 +184,7 @@ class Featurizer:
             if row is None:
                 row = op_features(op)
                 if self.log:
-                    row = [math.log2(1.0 + x) for x in row[: self._n_log]] + row[self._n_log :]
+                    row = [math.log2(1.0 + x) if lg else x for x, lg in zip(row, self._log_mask, strict=True)]
                 if self._cols is not None:
                     row = [row[i] for i in self._cols]
                 if len(self._cache) < 200_000:

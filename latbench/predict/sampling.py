@@ -167,6 +167,65 @@ def _darts(rng: np.random.Generator, t: str) -> OpSpec:
     return OpSpec(t, hw, c, c, kernel=k, stride=stride, dilation=2 if t == "dil_conv" else 1, act="relu")
 
 
+# ----------------------------------------------------------------------------- transformer ops
+#: share of each transformer op type when transformer ops are drawn (``family="transformer"``)
+TRANSFORMER_MIX: dict[str, float] = {
+    "mhsa": 0.40,
+    "mlp": 0.36,
+    "layernorm": 0.08,
+    "patch_embed": 0.06,
+    "token_embed": 0.04,
+    "cls_head": 0.06,
+}
+
+
+def _tokens(rng: np.random.Generator) -> tuple[int, str]:
+    """A sequence length as transformers use them, and the family: ViT patches + class token
+    (``(r / p)^2 + 1``) or a text length (powers of two and common cuts, sometimes any 8..512)."""
+    if rng.random() < 0.5:
+        r = int(rng.choice(np.arange(96, 385, 32)))
+        p = int(rng.choice([8, 14, 16, 16, 32]))
+        return (r // p) ** 2 + 1, "vit"
+    if rng.random() < 0.75:
+        return int(rng.choice([16, 32, 64, 96, 128, 128, 192, 256, 384, 512])), "bert"
+    return int(rng.integers(8, 513)), "bert"
+
+
+def _embed(rng: np.random.Generator) -> int:
+    """An embed width 64..1024 (log-uniform, multiple of 8; half the draws multiples of 64 as BERT sizes are)."""
+    return _log_uniform_channels(rng, 64, 1024, 8 if rng.random() < 0.5 else 64)
+
+
+def _transformer(rng: np.random.Generator, t: str) -> OpSpec:
+    n, family = _tokens(rng)
+    d = _embed(rng)
+    norm = "pre" if family == "vit" else "post"
+    if rng.random() < 0.2:
+        norm = "none"
+    if t == "mhsa":
+        heads = int(rng.integers(1, 17))
+        head_dim = int(rng.choice([32, 64, 64, 64, 96, 128]))
+        return OpSpec(
+            "mhsa", n, d, d, heads=heads, head_dim=head_dim, fused=bool(rng.random() < 0.5), norm=norm, act="none"
+        )
+    if t == "mlp":
+        ratio = float(rng.choice([1.0, 2.0, 3.0, 3.5, 4.0, 4.0])) if rng.random() < 0.6 else rng.uniform(0.5, 6.0)
+        hidden = max(8, round(d * ratio / 8) * 8)
+        act = "gelu" if rng.random() < 0.85 else "relu"
+        return OpSpec("mlp", n, d, d, expand=hidden / d, act=act, norm=norm)
+    if t == "layernorm":
+        return OpSpec("layernorm", n, d, d, act="none")
+    if t == "patch_embed":
+        p = int(rng.choice([8, 14, 16, 16, 32]))
+        r = p * int(rng.integers(max(2, 64 // p), 384 // p + 1))
+        return OpSpec("patch_embed", r, 3, d, kernel=p, stride=p, act="none")
+    if t == "token_embed":
+        vocab = int(rng.choice([1000, 8000, 30522, 50265]))
+        return OpSpec("token_embed", n, vocab, d, act="none")
+    classes = int(rng.choice([2, 10, 100, 1000]))
+    return OpSpec("cls_head", n, d, classes, act="tanh" if family == "bert" else "none")
+
+
 _MAKERS: dict[str, Callable[[np.random.Generator], OpSpec]] = {
     "mbconv": _mbconv,
     "conv": _conv,
@@ -177,21 +236,37 @@ _MAKERS: dict[str, Callable[[np.random.Generator], OpSpec]] = {
     "sep_conv": lambda rng: _darts(rng, "sep_conv"),
     "dil_conv": lambda rng: _darts(rng, "dil_conv"),
     "skip_connect": lambda rng: _darts(rng, "skip_connect"),
+    **{t: (lambda rng, t=t: _transformer(rng, t)) for t in TRANSFORMER_MIX},
+}
+#: named mixes ``sample_ops(family=...)`` draws from; ``conv`` is the default (and what older tables were drawn with)
+FAMILIES: dict[str, dict[str, float]] = {
+    "conv": TYPE_MIX,
+    "transformer": TRANSFORMER_MIX,
+    "all": {**{k: 0.5 * v for k, v in TYPE_MIX.items()}, **{k: 0.5 * v for k, v in TRANSFORMER_MIX.items()}},
 }
 
 
 def sample_ops(
-    n: int, seed: int = 0, *, mix: dict[str, float] | None = None, exclude: set[str] | None = None
+    n: int,
+    seed: int = 0,
+    *,
+    mix: dict[str, float] | None = None,
+    exclude: set[str] | None = None,
+    family: str = "conv",
 ) -> list[OpSpec]:
     """``n`` distinct ops drawn across shapes (input size, channels, kernel, stride, expand, SE, activation).
 
-    Deterministic for a ``seed``. ``mix`` overrides :data:`TYPE_MIX` (keys as
-    there); op keys in ``exclude`` are never returned (e.g. a space's vocabulary,
-    to test how a model generalises to shapes it never saw).
+    Deterministic for a ``seed``. ``family`` picks the mix: ``conv`` (:data:`TYPE_MIX`, the default),
+    ``transformer`` (:data:`TRANSFORMER_MIX`: sequence lengths of ViTs and of text, embed widths 64-1024,
+    heads, head dims, MLP ratios, fused or explicit attention, pre / post norm) or ``all``. ``mix``
+    overrides the family (keys as in either mix); op keys in ``exclude`` are never returned (e.g. a
+    space's vocabulary, to test how a model generalises to shapes it never saw).
     """
     if n < 1:
         raise LatbenchError(f"--sample needs N >= 1, got {n}")
-    mix = mix or TYPE_MIX
+    if family not in FAMILIES:
+        raise LatbenchError(f"unknown op family {family!r} to sample; known: {', '.join(FAMILIES)}")
+    mix = mix or FAMILIES[family]
     unknown = set(mix) - set(_MAKERS)
     if unknown:
         raise LatbenchError(f"unknown sampled op kinds {sorted(unknown)}; known: {', '.join(_MAKERS)}")

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from latbench.errors import ArchError, LatbenchError, UnknownNameError
+from latbench.spaces.autoformer import AutoFormer
 from latbench.spaces.base import Arch, Decision, SearchSpace
+from latbench.spaces.bert import Bert
 from latbench.spaces.darts import DartsCell
 from latbench.spaces.fbnet import FBNet
 from latbench.spaces.mobile import OFAMobileNetV3, ProxylessMobile
@@ -23,6 +25,8 @@ SPACES: dict[str, type[SearchSpace]] = {
     DartsCell.name: DartsCell,
     NasBench201.name: NasBench201,
     FBNet.name: FBNet,
+    AutoFormer.name: AutoFormer,
+    Bert.name: Bert,
 }
 
 __all__ = [

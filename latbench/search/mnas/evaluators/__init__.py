@@ -11,6 +11,7 @@ from typing import Any
 
 from latbench.errors import LatbenchError, UnknownNameError
 from latbench.search.mnas.evaluators.base import ArchBatch, EvalResult, Evaluator, arch_dicts
+from latbench.search.mnas.evaluators.supernet import SupernetEvaluator
 from latbench.search.mnas.evaluators.surrogate import PredictorAssistedEvaluator
 from latbench.search.mnas.evaluators.train import TrainEvaluator
 from latbench.search.mnas.evaluators.user import CallableEvaluator, load_callable
@@ -33,6 +34,7 @@ __all__ = [
 
 #: name -> factory(**options) -> Evaluator
 EVALUATORS: dict[str, Callable[..., Evaluator]] = {"train": TrainEvaluator, "zero-cost": ZeroCostEvaluator}
+EVALUATORS["supernet"] = SupernetEvaluator
 
 
 def register_evaluator(name: str, factory: Callable[..., Evaluator]) -> None:
