@@ -146,6 +146,10 @@ class DeviceProfile:
         return cls.from_toml(data, path)
 
 
+#: backends that time on another machine: their settings name that machine's cores
+REMOTE_BACKENDS = ("ssh", "adb")
+
+
 def _positive(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
@@ -170,7 +174,8 @@ def check_profile_values(doc: dict[str, Any], where: Any) -> None:
             raise LatbenchError(f"{where}: settings.{key} must be an integer >= 1, got {v!r}")
     cores = settings.get("cores")
     if cores is not None:
-        total = os.cpu_count() or 1
+        # a remote device's cores are the board's or phone's, which this machine cannot count
+        total = 1 << 16 if doc["backend"] in REMOTE_BACKENDS else (os.cpu_count() or 1)
         ok = isinstance(cores, list) and cores and all(isinstance(c, int) and not isinstance(c, bool) for c in cores)
         if not ok or len(set(cores)) != len(cores):
             raise LatbenchError(f"{where}: settings.cores must be a list of distinct core numbers, got {cores!r}")

@@ -41,9 +41,9 @@ def _emulator_table(home: Path, backend_name: str, **settings) -> LatencyTable:
 def fake_profile(home: Path, capsys) -> str:
     """``latbench calibrate`` of a fake-device emulator table onto the shipped Pixel-1 table, as a profile."""
     table = _emulator_table(home, "fake", device="emu")
-    out = home / "devices" / "pixel1-fake.toml"
-    args = ["calibrate", "--table", str(table.path), "--reference", str(PIXEL1), "--shots", "10", "--out", str(out)]
-    assert main([*args, "--archs", "20", "--model", "time-roofline", "--json"]) == 0
+    args = ["calibrate", "--table", str(table.path), "--reference", str(PIXEL1), "--shots", "10"]
+    args += ["--name", "pixel1-fake"]
+    assert main([*args, "--n-archs", "20", "--model", "time-roofline", "--json"]) == 0
     capsys.readouterr()
     return "pixel1-fake"
 

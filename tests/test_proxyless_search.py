@@ -130,7 +130,8 @@ def test_cli_search_on_a_device_writes_a_complete_run(
     assert res["target_ms"] == pytest.approx(sum(np.array([0.6, 0.4]) * np.array(res["details"]["bounds_ms"])))
     # measured end to end on the (fake) device: its glue makes the network a little slower than the LUT sum
     m = res["measured"]
-    assert set(m) == {"median_ms", "iqr_ms", "p90_ms", "n"} and res["details"]["measured_device"] == FAKE
+    assert set(m) == {"median_ms", "iqr_ms", "p90_ms", "n", "kind"} and res["details"]["measured_device"] == FAKE
+    assert m["kind"] == "measured"
     assert m["n"] >= 16 and 1.0 < m["median_ms"] / lut < 1.2
     assert res["within_budget"] == (m["median_ms"] <= res["target_ms"]) and res["found"] is None
     # the deployed network is the 224 px arch whose latency is reported

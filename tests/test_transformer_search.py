@@ -142,15 +142,15 @@ def test_autoformer_budget_search_writes_a_measured_result(tmp_path) -> None:
         trials=6,
         reward="hard",
         top_k=1,
-        out=tmp_path / "runs",
+        runs_dir=tmp_path / "runs",
         progress=False,
     )
-    doc = json.loads((res.run_dir / "best.json").read_text())
-    best = doc["best"]
+    best = json.loads((res.run_dir / "result.json").read_text())
     assert best["arch"]["space"] == "autoformer" and best["arch"]["resolution"] == 32
     assert 0 < best["predicted_ms"] <= target and 0.0 <= best["accuracy"] <= 1.0
     assert best["measured"]["median_ms"] > 0  # the found network measured end to end on torch-cpu
-    assert (res.run_dir / "best.onnx").stat().st_size > 0
+    assert best["measured"]["kind"] == "measured"
+    assert (res.run_dir / "deployed.onnx").stat().st_size > 0
 
 
 def test_bert_budget_search_in_memory_and_measured(tmp_path) -> None:

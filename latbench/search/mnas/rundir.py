@@ -305,7 +305,9 @@ def finish_run(
         target_ms=problem.target_ms,
         predicted_ms=deployed["predicted_ms"],
         predicted_kind=source.kind,
-        measured={k: m[k] for k in ("median_ms", "iqr_ms", "p90_ms", "n")} if m else None,
+        measured={**{k: m[k] for k in ("median_ms", "iqr_ms", "p90_ms", "n")}, "kind": m.get("kind", "measured")}
+        if m
+        else None,
         arch=deployed["arch"],
         trained_variant=None,
         accuracy=deployed.get("accuracy"),
