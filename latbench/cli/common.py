@@ -136,8 +136,9 @@ def machine_cores() -> list[int]:
         return list(range(os.cpu_count() or 1))
 
 
-def parse_cores(text: str | None) -> list[int] | None:
-    """``"0,1"`` or ``"0-3"`` -> list of core ids; refuses reversed ranges, repeats and cores this machine lacks."""
+def parse_cores(text: str | None, local: bool = True) -> list[int] | None:
+    """``"0,1"`` or ``"0-3"`` -> list of core ids; refuses reversed ranges, repeats and (``local``: the cores are
+    this machine's, not a remote board's or phone's) cores this machine lacks."""
     if not text:
         return None
     cores: list[int] = []
@@ -154,7 +155,9 @@ def parse_cores(text: str | None) -> list[int] | None:
     except ValueError:
         raise LatbenchError(f"bad core list {text!r}; use e.g. 0,1 or 0-3") from None
     have = machine_cores()
-    bad = sorted({c for c in cores if c not in have})
+    bad = sorted({c for c in cores if c not in have}) if local else [c for c in cores if c < 0]
+    if bad and not local:
+        raise LatbenchError(f"bad core list {text!r}: core numbers are >= 0")
     if bad:
         raise LatbenchError(f"cores {bad} do not exist on this machine (it has cores {_ranges(have)}); see --cores")
     if len(set(cores)) != len(cores):
@@ -166,10 +169,15 @@ def _ranges(cores: list[int]) -> str:
     return f"{cores[0]}..{cores[-1]}" if cores == list(range(cores[0], cores[-1] + 1)) else ",".join(map(str, cores))
 
 
-def check_threads(threads: int | None, option: str = "--threads") -> int | None:
-    """Intra-op threads: at least 1 and no more than the cores this process may use (more only thrash)."""
+def check_threads(threads: int | None, option: str = "--threads", local: bool = True) -> int | None:
+    """Intra-op threads: at least 1 and (``local``: on this machine) no more than the cores this process may use
+    (more only thrash)."""
     if threads is None:
         return None
+    if not local:
+        if threads < 1:
+            raise LatbenchError(f"{option} {threads}: use 1 or more")
+        return threads
     n = len(machine_cores())
     if not 1 <= threads <= n:
         raise LatbenchError(f"{option} {threads}: use 1 to {n} (the cores this machine lets latbench use)")
@@ -182,7 +190,7 @@ _POSITIVE_SETTINGS = ("speed", "gflops", "gbps")
 _NONNEGATIVE_SETTINGS = ("noise", "overhead_ms")
 
 
-def check_settings(settings: dict[str, Any]) -> dict[str, Any]:
+def check_settings(settings: dict[str, Any], local: bool = True) -> dict[str, Any]:
     """Refuse backend settings (``--set``) that are nonsense whatever the backend: threads beyond the cores,
     a batch of 0, a negative or non-finite speed. The backend still checks the names and its own rules."""
     for key, value in settings.items():
@@ -191,11 +199,11 @@ def check_settings(settings: dict[str, Any]) -> dict[str, Any]:
     if "threads" in settings and settings["threads"] is not None:
         if not isinstance(settings["threads"], int) or isinstance(settings["threads"], bool):
             raise LatbenchError(f"--set threads={settings['threads']!r}: give a whole number")
-        check_threads(settings["threads"], "threads")
+        check_threads(settings["threads"], "threads", local)
     if isinstance(settings.get("cores"), str):
-        settings["cores"] = parse_cores(settings["cores"])
+        settings["cores"] = parse_cores(settings["cores"], local)
     elif isinstance(settings.get("cores"), list):
-        parse_cores(",".join(str(c) for c in settings["cores"]))
+        parse_cores(",".join(str(c) for c in settings["cores"]), local)
     for key in _COUNT_SETTINGS:
         v = settings.get(key)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):

@@ -110,15 +110,17 @@ def profile(
 ) -> None:
     """Fingerprint a device, time the drift sentinel, write devices/<name>.toml, print the id."""
     from latbench.backends import get_backend
+    from latbench.device import REMOTE_BACKENDS
 
+    local = backend not in REMOTE_BACKENDS  # a board's or phone's threads and cores are not this machine's
     settings: dict[str, Any] = parse_settings(set_)
     remote = {"host": host, "port": port, "user": user, "key": str(key) if key is not None else None}
     settings.update({k: v for k, v in remote.items() if v is not None})
     if threads is not None:
-        settings["threads"] = check_threads(threads)
+        settings["threads"] = check_threads(threads, local=local)
     if cores is not None:
-        settings["cores"] = parse_cores(cores)
-    check_settings(settings)
+        settings["cores"] = parse_cores(cores, local)
+    check_settings(settings, local)
     target = paths.write_dir("devices") / f"{paths.check_name(name or backend, 'profile name')}.toml"
     if target.exists() and not force:
         raise LatbenchError(
