@@ -136,8 +136,9 @@ def test_ctrl_c_keeps_rows_and_resume_completes(board_table: SimpleNamespace) ->
 def test_board_rows_agree_with_local_ort_cpu(board_table: SimpleNamespace, board: TestBoard, capsys) -> None:
     """Board (the agent over ssh) vs ort-cpu here, both one thread, the 70 ops of the space.
 
-    The tables are timed minutes apart on a shared machine, so rows beyond 10% are timed again with
-    both devices' runners interleaved in one harness batch (the fair comparison of medians). The
+    The tables are timed minutes apart on a shared machine, so rows beyond 10% (every row, when the two
+    tables are not on one scale) are timed again with both devices' runners interleaved in one harness
+    batch (the fair comparison of medians). The
     two must be on one scale (median ratio within 5%) and at least 95% of the ops (all but 3)
     must agree within 10%. Known exception: a large memory-bound op can run up to ~40% slower in one ONNX Runtime
     session than in another (seen with sessions made the same way in one process, so not the SSH
@@ -149,6 +150,10 @@ def test_board_rows_agree_with_local_ort_cpu(board_table: SimpleNamespace, board
     remote, local = LatencyTable.load(board_table.path), LatencyTable.load(local_path)
     ratio = {k: remote.rows[k]["median_ms"] / local.rows[k]["median_ms"] for k in local.rows}
     off = sorted(k for k, r in ratio.items() if abs(r - 1) > 0.10)
+    if abs(np.median([*ratio.values()]) - 1) >= 0.05:
+        # the two tables were timed minutes apart and the machine's speed moved in between: time every op again,
+        # both devices interleaved in one batch, which is the comparison that means something
+        off = sorted(ratio)
     print(
         f"tables: {len(ratio) - len(off)}/{len(ratio)} rows within 10%, median ratio {np.median([*ratio.values()]):.3f}"
     )
