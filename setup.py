@@ -1,6 +1,6 @@
 """Build step: ship the data folders in the wheel.
 
-``devices/``, ``tables/`` and ``predictors/`` are top-level data folders of the checkout (never Python
+``devices/``, ``tables/``, ``predictors/`` and ``datasets/`` are top-level data folders of the checkout (never Python
 packages). A wheel has no checkout, so the build copies them into ``latbench/_data/<kind>/``, where
 :mod:`latbench.paths` looks when no checkout is found. Everything else is in ``pyproject.toml``.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-DATA_KINDS = ("devices", "tables", "predictors")
+DATA_KINDS = ("devices", "tables", "predictors", "datasets")
 DATA_SUFFIXES = {".toml", ".json", ".md", ".csv"}
 
 

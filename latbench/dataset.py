@@ -110,20 +110,13 @@ class NetworkDataset:
 
 # ----------------------------------------------------------------------------- paths
 def resolve(path: str | os.PathLike[str]) -> Path:
-    """An explicit path, or ``datasets/<path>`` under ``$LATBENCH_HOME`` or the checkout; ``.csv`` optional."""
+    """An explicit path, or ``<path>`` over the ``datasets`` search dirs (``$LATBENCH_HOME``, the checkout, the
+    copies an installed wheel carries, the user data dir); ``.csv`` optional."""
     p = Path(path)
-    candidates = [p, p.with_suffix(".csv")] if p.suffix != ".csv" else [p]
-    roots = []
-    home = os.environ.get("LATBENCH_HOME")
-    if home:
-        roots.append(Path(home) / KIND)
-    roots.append(paths.REPO_DIR / KIND)
-    for c in candidates:
-        if c.is_file():
-            return c
-        for r in roots:
-            if (r / c).is_file():
-                return r / c
+    for c in [p, p.with_suffix(".csv")] if p.suffix != ".csv" else [p]:
+        found = paths.find(KIND, c)
+        if found is not None and found.is_file():
+            return found
     raise DatasetError(f"dataset not found: {path} (give a CSV path or a name under datasets/)")
 
 

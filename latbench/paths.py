@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-KINDS = ("devices", "tables", "predictors")
+KINDS = ("devices", "tables", "predictors", "datasets")
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent
 
