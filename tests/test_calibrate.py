@@ -29,7 +29,7 @@ from latbench.ops import OpSpec
 from latbench.spaces import get_space
 from latbench.table import LatencyTable, build_table
 
-# the shipped imports of the published tables (tests never read ../shared)
+# the shipped imports of the published tables (tests read only data the repository ships)
 _TABLES = Path(__file__).resolve().parents[1] / "tables"
 PIXEL1_YAML = _TABLES / "pixel1" / "proxyless-mobile.json"
 NOTE10_YAML = _TABLES / "note10" / "ofa-mbv3.json"

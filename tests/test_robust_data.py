@@ -271,7 +271,7 @@ def test_resume_refuses_rows_of_another_space_or_resolution(tmp_path: Path) -> N
 
 
 def _published_yaml(table_path: Path, out: Path, edit: Any = None) -> Path:
-    """A published YAML LUT rebuilt from a shipped imported table (tests never read ../shared)."""
+    """A published YAML LUT rebuilt from a shipped imported table (tests read only data the repository ships)."""
     import yaml
 
     doc = json.loads(table_path.read_text())

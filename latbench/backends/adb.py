@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from latbench.backends.base import Backend, Workload
-from latbench.errors import BackendUnavailable, LatbenchError, UnsupportedOp
+from latbench.errors import BackendUnavailable, LatbenchError
 from latbench.fingerprint import DeviceFingerprint, library_versions
 from latbench.measure.harness import Runner, TimingConfig
 from latbench.measure.measurement import Measurement
@@ -216,22 +216,9 @@ class ADBBackend(Backend):
 
     # ------------------------------------------------------------ running
     def model_path(self, workload: Workload) -> Path:
-        from latbench.backends.ort import check_onnx_file, quantize_int8
-        from latbench.export import export_onnx
+        from latbench.backends.ort import onnx_file_for, quantize_int8
 
-        if isinstance(workload, OpSpec):
-            self.check_supported(workload)
-            src = export_onnx(workload, None, opset=int(self.settings["opset"]))
-        elif isinstance(workload, dict):
-            from latbench.spaces import space_of
-
-            for op in space_of(workload).ops_of(workload):
-                self.check_supported(op)
-            src = export_onnx(workload, None, opset=int(self.settings["opset"]))
-        elif isinstance(workload, (str, Path)):
-            src = check_onnx_file(workload)
-        else:
-            raise UnsupportedOp(f"{self.name} cannot run {type(workload).__name__}")
+        src = onnx_file_for(self, workload)
         if self.settings["precision"] == "int8":
             src, _ = quantize_int8(src)
         return src

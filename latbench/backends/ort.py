@@ -104,6 +104,27 @@ def random_feed(inputs: dict[str, tuple[tuple[int, ...], Any]], seed: int = 0) -
     return feed
 
 
+def onnx_file_for(backend: Backend, workload: Workload) -> Path:
+    """The float32 ONNX file of ``workload`` for an ONNX Runtime backend (local or remote): an op or an arch exported
+    here (cached by key, after ``backend`` accepts every op), or a user's ONNX file checked. Quantization is the
+    backend's own step."""
+    from latbench.export import export_onnx
+
+    opset = int(backend.settings["opset"])
+    if isinstance(workload, OpSpec):
+        backend.check_supported(workload)
+        return export_onnx(workload, None, opset=opset)
+    if isinstance(workload, dict):
+        from latbench.spaces import space_of
+
+        for op in space_of(workload).ops_of(workload):
+            backend.check_supported(op)
+        return export_onnx(workload, None, opset=opset)
+    if isinstance(workload, (str, os.PathLike)):
+        return check_onnx_file(workload)
+    raise UnsupportedOp(f"{backend.name} cannot run {type(workload).__name__}")
+
+
 def check_onnx_file(path: str | os.PathLike[str]) -> Path:
     """The path of a readable ONNX model; one clear :class:`UnsupportedOp` line otherwise."""
     import onnx
@@ -456,22 +477,7 @@ class ORTCPUBackend(Backend):
 
     def model_path(self, workload: Workload) -> Path:
         """The ONNX file this backend runs for ``workload`` (exported, and quantized when int8)."""
-        from latbench.export import export_onnx
-
-        if isinstance(workload, OpSpec):
-            self.check_supported(workload)
-            src = export_onnx(workload, None, opset=int(self.settings["opset"]))
-        elif isinstance(workload, dict):
-            from latbench.spaces import space_of
-
-            space = space_of(workload)
-            for op in space.ops_of(workload):
-                self.check_supported(op)
-            src = export_onnx(workload, None, opset=int(self.settings["opset"]))
-        elif isinstance(workload, (str, os.PathLike)):
-            src = check_onnx_file(workload)
-        else:
-            raise UnsupportedOp(f"{self.name} cannot run {type(workload).__name__}")
+        src = onnx_file_for(self, workload)
         if self.settings["precision"] != "int8":
             return src
         s = self.settings

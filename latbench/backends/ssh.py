@@ -208,22 +208,9 @@ class SSHBackend(Backend):
     # ------------------------------------------------------------ models
     def model_path(self, workload: Workload) -> Path:
         """The ONNX file for ``workload``: exported (and quantized) here, as ``ort-cpu`` does."""
-        from latbench.backends.ort import check_onnx_file, quantize_int8
-        from latbench.export import export_onnx
+        from latbench.backends.ort import onnx_file_for, quantize_int8
 
-        if isinstance(workload, OpSpec):
-            self.check_supported(workload)
-            src = export_onnx(workload, None, opset=int(self.settings["opset"]))
-        elif isinstance(workload, dict):
-            from latbench.spaces import space_of
-
-            for op in space_of(workload).ops_of(workload):
-                self.check_supported(op)
-            src = export_onnx(workload, None, opset=int(self.settings["opset"]))
-        elif isinstance(workload, (str, Path)):
-            src = check_onnx_file(workload)
-        else:
-            raise UnsupportedOp(f"{self.name} cannot run {type(workload).__name__}")
+        src = onnx_file_for(self, workload)
         if self.settings["precision"] == "int8":
             src, _ = quantize_int8(src)
         return src
