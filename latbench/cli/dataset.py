@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -122,7 +122,7 @@ def dataset_measure(
     from latbench import paths
     from latbench.dataset import distinct_archs, load_dataset
     from latbench.dataset_measure import measure_dataset
-    from latbench.service import network_timing, open_device
+    from latbench.service import dataset_timing, open_device
     from latbench.spaces import get_space, load_archs
 
     sp = get_space(space)
@@ -137,7 +137,7 @@ def dataset_measure(
     paths.check_name(device, "device")
     target = out_path or paths.REPO_DIR / "datasets" / space / f"{device}.csv"
     _, backend = open_device(device)
-    config = network_timing(backend, min_time=min_time)
+    config = dataset_timing(backend, min_time=min_time)
     written = measure_dataset(device, sp, target, todo, resume=resume, force=force, config=config, selection=selection)
     ds = load_dataset(written)
     emit(
@@ -217,12 +217,20 @@ def transfer_train(
     model = fit_transfer(refs, measured, device={"name": name}, fingerprint=fingerprint, seed=seed)
     model.save(target, force=force)
     m = model.meta["metrics"]
-    info = {"path": str(target), "k": len(measured), "config": list(model.config), "references": refs.names, **m}
+    info = {
+        "path": str(target),
+        "k": len(measured),
+        "config": list(model.config),
+        "blend": model.blend,
+        "references": refs.names,
+        **m,
+    }
     emit(
         as_json,
         info,
         lambda: _say(
-            f"{target}: K={len(measured)} shots, {len(refs.names)} reference devices, shrinkage {model.config}; "
+            f"{target}: K={len(measured)} shots, {len(refs.names)} reference devices, "
+            f"shrinkage {model.config}, blend {model.blend:g}; "
             f"leave-one-shot-out: {m['loo_within_10']:.0%} within 10%, MAPE {m['loo_mape']:.1%}"
         ),
     )
@@ -234,28 +242,54 @@ def transfer_eval(
     references: Annotated[str, typer.Option(help="Dataset file with one column per device.")] = DEFAULT_REFS[0],
     device: Annotated[list[str] | None, typer.Option(help="Only these devices; repeat.")] = None,
     select: Annotated[str, typer.Option(help="random shots, or pcs (`latbench shots`).")] = "random",
+    extra: Annotated[
+        list[Path] | None,
+        typer.Option(help="Extra reference dataset (e.g. this machine's): figures with and without it; repeat."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Leave-one-device-out: each device predicted from the others plus K of its networks, beside ridge."""
+    from latbench.dataset import load_datasets
     from latbench.predict.transfer import load_references
-    from latbench.predict.transfer_eval import format_table, lodo
+    from latbench.predict.transfer_eval import format_table, lodo, lodo_with_and_without
     from latbench.service import track
 
     if select not in ("random", "pcs"):
         raise LatbenchError(f"--select must be random or pcs, got {select!r}")
-    full = load_references([references])
-    with track("leave-one-device-out", total=len(device or full.names), enabled=not as_json) as update:
-        results = lodo(full, k, seeds, device, select, progress=lambda i, n: update(i, n))
-    rows = [
-        {
-            "device": r.device,
-            "config": list(r.config),
-            "transfer": dict(zip(("spearman", "within_10", "mape"), r.transfer, strict=True)),
-            "ridge": dict(zip(("spearman", "within_10", "mape"), r.baseline, strict=True)),
-        }
-        for r in results
-    ]
-    emit(as_json, rows, lambda: _say(format_table(results, k, seeds, select)))
+    if extra and device:
+        raise LatbenchError("give --extra or --device, not both (--extra leaves out every published device)")
+    full = load_references([references, *[str(e) for e in extra or []]])
+    extra_names = full.names[len(full.names) - sum(len(load_datasets(str(e))) for e in extra or []) :]
+
+    def rows_of(results: list[Any]) -> list[dict[str, Any]]:
+        return [
+            {
+                "device": r.device,
+                "config": list(r.config),
+                "blend": r.blend,
+                "transfer": dict(zip(("spearman", "within_10", "mape"), r.transfer, strict=True)),
+                "ridge": dict(zip(("spearman", "within_10", "mape"), r.baseline, strict=True)),
+            }
+            for r in results
+        ]
+
+    if not extra_names:
+        with track("leave-one-device-out", total=len(device or full.names), enabled=not as_json) as update:
+            results = lodo(full, k, seeds, device, select, progress=lambda i, n: update(i, n))
+        emit(as_json, rows_of(results), lambda: _say(format_table(results, k, seeds, select)))
+        return
+    with track("leave-one-device-out, with and without", total=1, enabled=not as_json) as update:
+        with_x, without_x = lodo_with_and_without(full, extra_names, k, seeds, select, lambda i, n: update(i, n))
+    n_archs = len(full.keys)
+    doc = {"extra": extra_names, "archs": n_archs, "with": rows_of(with_x), "without": rows_of(without_x)}
+
+    def human() -> None:
+        _say(f"with {', '.join(extra_names)} as reference ({n_archs} networks every dataset holds):")
+        _say(format_table(with_x, k, seeds, select))
+        _say(f"\nwithout it (the same {n_archs} networks, the same shot seeds):")
+        _say(format_table(without_x, k, seeds, select))
+
+    emit(as_json, doc, human)
 
 
 def transfer_predict(

@@ -21,7 +21,9 @@ from latbench.predict.transfer import (
     Design,
     ReferenceMatrix,
     _fit_predict,
+    choose_blend,
     choose_config,
+    dead_column,
     load_references,
     select_shots,
 )
@@ -51,6 +53,7 @@ def ridge_baseline(refs_log: np.ndarray, rows: np.ndarray, y_log: np.ndarray, al
 class DeviceResult:
     device: str
     config: tuple[float, float | None]
+    blend: float
     transfer: tuple[float, float, float]
     baseline: tuple[float, float, float]
 
@@ -60,6 +63,8 @@ def evaluate_device(full: ReferenceMatrix, column: int, k: int, seeds: int, sele
     refs = full.without(column)
     target = full.log_ms[:, column]
     config, _ = choose_config(refs, k)
+    blend, _ = choose_blend(refs, k, config)
+    dead = dead_column(refs.feature_names, refs.features)
     n = len(target)
     t_scores, b_scores = [], []
     for seed in range(seeds):
@@ -69,13 +74,13 @@ def evaluate_device(full: ReferenceMatrix, column: int, k: int, seeds: int, sele
             rows = refs.rows_of(select_shots(refs, k, seed=seed))
         keep = np.ones(n, dtype=bool)
         keep[rows] = False
-        pred = _fit_predict(refs.log_ms, refs.features, rows, target[rows], config)
+        pred = _fit_predict(refs.log_ms, refs.features, rows, target[rows], config, dead, blend)
         base = ridge_baseline(refs.log_ms, rows, target[rows])
         truth = np.exp(target[keep])
         t_scores.append(scores(np.exp(pred[keep]), truth))
         b_scores.append(scores(np.exp(base[keep]), truth))
     mean = lambda xs: tuple(float(v) for v in np.mean(xs, axis=0))  # noqa: E731
-    return DeviceResult(full.names[column], config, mean(t_scores), mean(b_scores))
+    return DeviceResult(full.names[column], config, blend, mean(t_scores), mean(b_scores))
 
 
 def lodo(
@@ -97,6 +102,38 @@ def lodo(
     return out
 
 
+def lodo_with_and_without(
+    full: ReferenceMatrix,
+    extra: list[str],
+    k: int,
+    seeds: int = 20,
+    select: str = "random",
+    progress: Any = None,
+) -> tuple[list[DeviceResult], list[DeviceResult]]:
+    """Leave-one-device-out of every device not in ``extra``, with the ``extra`` references and without them.
+
+    Both runs score the same networks (those every dataset holds, e.g. the
+    classes a host measured) and the same shot seeds; the ``extra`` devices
+    are references only, never left out.
+    """
+    names = full.names
+    missing = [e for e in extra if e not in names]
+    if missing:
+        raise ValueError(f"no reference device named {missing[0]}")
+    targets = [d for d in names if d not in extra]
+    without = full
+    for e in extra:
+        without = without.without(without.names.index(e))
+    total = 2 * len(targets)
+
+    def step(offset: int) -> Any:
+        return (lambda i, n: progress(offset + i, total)) if progress else None
+
+    with_extra = lodo(full, k, seeds, targets, select, step(0))
+    no_extra = lodo(without, k, seeds, targets, select, step(len(targets)))
+    return with_extra, no_extra
+
+
 def format_table(results: list[DeviceResult], k: int, seeds: int, select: str) -> str:
     cols = f"{'Spearman':>8} {'<=10%':>7} {'MAPE':>7}"
     head = (
@@ -105,7 +142,7 @@ def format_table(results: list[DeviceResult], k: int, seeds: int, select: str) -
     )
     lines = [head, "-" * len(head.splitlines()[-1])]
     for r in results:
-        cfg = f"{r.config[0]:g}/{'-' if r.config[1] is None else f'{r.config[1]:g}'}"
+        cfg = f"{r.config[0]:g}/{'-' if r.config[1] is None else f'{r.config[1]:g}'}/{r.blend:g}"
         t, b = r.transfer, r.baseline
         lines.append(
             f"{r.device:<16}{cfg:>10} | {t[0]:8.3f} {t[1]:7.1%} {t[2]:7.1%} | {b[0]:8.3f} {b[1]:7.1%} {b[2]:7.1%}"
