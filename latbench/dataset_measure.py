@@ -38,7 +38,7 @@ def measure_dataset(
     *,
     resume: bool = False,
     force: bool = False,
-    chunk: int = 8,
+    chunk: int = 64,
     config: Any = None,
     selection: str = "",
 ) -> Path:
@@ -62,7 +62,7 @@ def measure_dataset(
         raise DatasetError(f"{target} exists; pass --resume to measure what is missing or --force to start again")
     profile, backend = service.open_device(device)
     fp = backend.fingerprint()
-    config = config or service.network_timing(backend)
+    config = config or service.dataset_timing(backend)
     lock = FileLock(str(target) + ".lock")
     try:
         lock.acquire(timeout=0)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from latbench.errors import LatbenchError
-from latbench.measure.networks import measure_archs, network_timing
+from latbench.measure.networks import dataset_timing, measure_archs, network_timing
 from latbench.progress import NullReporter, Reporter, get_reporter, message, set_reporter, track
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "NullReporter",
     "Reporter",
     "get_reporter",
+    "dataset_timing",
     "measure_archs",
     "message",
     "network_timing",
