@@ -2,7 +2,10 @@
 
 Accuracy is estimated on a network with the same decisions as the deployment
 arch but sized for a small offline data set (digits upscaled to 32 px, 10
-classes); latency is always counted on the deployment space.
+classes); latency is always counted on the deployment space. ``bert`` has no
+images: its proxy is the same encoder on the synthetic sequence task the
+supernet evaluator uses (:data:`SEQUENCE_TASK`: does a sequence of 32 tokens
+from a vocabulary of 16 contain the bigram (1, 2)?), at the deployed widths.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ from typing import Any
 from latbench.errors import LatbenchError
 from latbench.spaces import Arch, SearchSpace, get_space
 from latbench.spaces.mobile import OFAMobileNetV3
+
+#: the ``bert`` proxy's task: sequences of ``seq`` tokens from ``vocab``, ``samples`` of them (made, not downloaded)
+SEQUENCE_TASK = {"seq": 32, "vocab": 16, "samples": 4000}
 
 
 class SmallImageOFA(OFAMobileNetV3):
@@ -30,6 +36,9 @@ def proxy_space(space: SearchSpace, resolution: int = 32, width: float = 0.35, n
     if space.name == "ofa-mbv3":
         # OFA's width is 1.0 or 1.2 only; at 32 px the 1.0 net is small enough to train here
         return SmallImageOFA(resolution=resolution, width=1.0, num_classes=num_classes)
+    if space.name == "bert":
+        seq, vocab = SEQUENCE_TASK["seq"], SEQUENCE_TASK["vocab"]
+        return get_space("bert", seq=seq, vocab=vocab, num_classes=num_classes, fused=space.params["fused"])
     if space.name == "darts":
         return get_space(
             "darts",
@@ -46,6 +55,18 @@ def proxy_space(space: SearchSpace, resolution: int = 32, width: float = 0.35, n
         return type(space)(**params)
     except Exception as exc:
         raise LatbenchError(f"no small-image proxy for space {space.name!r}: {exc}") from None
+
+
+def proxy_data(space: SearchSpace, data: str, resolution: int, seed: int) -> Any:
+    """The :class:`~latbench.data.Splits` the proxy of ``space`` trains and is scored on: ``data`` (digits or an
+    .npz of images) at ``resolution`` px, or for ``bert`` the synthetic sequence task (images do not apply)."""
+    from latbench.search.mnas.evaluators.torch_util import cached_splits, sequence_splits
+
+    if space.name != "bert":
+        return cached_splits(data, resolution, seed)
+    if data != "digits":
+        raise LatbenchError(f"--data {data}: the bert proxy is scored on a synthetic sequence task, not images")
+    return sequence_splits(SEQUENCE_TASK["seq"], SEQUENCE_TASK["vocab"], SEQUENCE_TASK["samples"], seed)
 
 
 def proxy_arch(proxy: SearchSpace, arch: Arch) -> Arch:
