@@ -37,12 +37,13 @@ def test_table_build_at_seq_64_times_ops_at_sequence_64(home: Path, capsys, tmp_
     arch = get_space("bert", seq=64).sample(3)
     bare = tmp_path / "bare.json"
     bare.write_text(json.dumps({"choices": arch["choices"]}))
-    code, out, err = run_cli(capsys, "lut-sum", "--table", path, "--arch", bare, "--space", "bert", "--seq", "64", "--json")
+    args = ("lut-sum", "--table", path, "--arch", bare, "--space", "bert")
+    code, out, err = run_cli(capsys, *args, "--seq", "64", "--json")
     assert code == 0, err
     ops = get_space("bert", seq=64).ops_of(arch)
     assert json.loads(out)["lut_sum_ms"] == [pytest.approx(sum(t.rows[o.key]["median_ms"] for o in ops))]
     # without --seq the same arch is a bert at 128 tokens, whose ops this table lacks
-    code, _, err = run_cli(capsys, "lut-sum", "--table", path, "--arch", bare, "--space", "bert")
+    code, _, err = run_cli(capsys, *args)
     assert code == 2 and err.startswith("latbench: error: ") and "lacks" in err and err.count("\n") == 1
     # an arch that records seq 64 is not silently re-targeted by --seq 32
     recorded = tmp_path / "seq64.json"
@@ -97,7 +98,7 @@ def test_dataset_measure_records_the_seq(home: Path, capsys, tmp_path: Path) -> 
     """One bert network at 8 tokens measured end to end on torch-cpu into a dataset that records seq 8."""
     from latbench.dataset import load_dataset
 
-    code, out, err = run_cli(
+    code, _, err = run_cli(
         capsys, "dataset", "measure", "--device", "torch-cpu", "--space", "bert", "--seq", "8", "--sample", "1",
         "--min-time", "0.01", "--out", tmp_path / "d.csv", "--json",
     )  # fmt: skip
