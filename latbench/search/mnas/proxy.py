@@ -5,15 +5,20 @@ arch but sized for a small offline data set (digits upscaled to 32 px, 10
 classes); latency is always counted on the deployment space. ``bert`` has no
 images: its proxy is the same encoder on the synthetic sequence task the
 supernet evaluator uses (:data:`SEQUENCE_TASK`: does a sequence of 32 tokens
-from a vocabulary of 16 contain the bigram (1, 2)?), at the deployed widths.
+from a vocabulary of 16 contain the bigram (1, 2)?), with the supernet's
+training widths (:class:`SmallBert`: hidden and FFN x 0.125, heads of 8), so
+a candidate trains and is scored in seconds on a CPU.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from latbench.errors import LatbenchError
+from latbench.ops import OpSpec
 from latbench.spaces import Arch, SearchSpace, get_space
+from latbench.spaces.bert import Bert
 from latbench.spaces.mobile import OFAMobileNetV3
 
 #: the ``bert`` proxy's task: sequences of ``seq`` tokens from ``vocab``, ``samples`` of them (made, not downloaded)
@@ -29,6 +34,31 @@ class SmallImageOFA(OFAMobileNetV3):
         super().__init__(resolution=resolution, width=width, num_classes=num_classes)
 
 
+class SmallBert(Bert):
+    """``bert`` with every choice kept (same decisions and options) but built narrower: hidden and FFN widths
+    scaled by ``scale``, heads of ``head_dim`` (the proxy of the real space; never a latency source)."""
+
+    def __init__(self, scale: float = 0.125, head_dim: int = 8, **params: Any) -> None:
+        super().__init__(**params)
+        self.scale, self.head_dim = float(scale), int(head_dim)
+
+    def _w(self, value: int) -> int:
+        return max(1, round(value * self.scale))
+
+    def head_ops(self, embed: int) -> list[OpSpec]:
+        return super().head_ops(self._w(embed))
+
+    def tail_ops(self, embed: int) -> list[OpSpec]:
+        return super().tail_ops(self._w(embed))
+
+    def attention_op(self, embed: int, heads: int) -> OpSpec:
+        return replace(super().attention_op(self._w(embed), heads), head_dim=self.head_dim)
+
+    def mlp_op(self, embed: int, mlp: Any) -> OpSpec:
+        e = self._w(embed)
+        return replace(super().mlp_op(e, mlp), expand=self._w(int(mlp)) / e)
+
+
 def proxy_space(space: SearchSpace, resolution: int = 32, width: float = 0.35, num_classes: int = 10) -> SearchSpace:
     """The small-image variant of ``space`` (same decision names) that proxy training builds."""
     if space.name == "proxyless-mobile":
@@ -38,7 +68,17 @@ def proxy_space(space: SearchSpace, resolution: int = 32, width: float = 0.35, n
         return SmallImageOFA(resolution=resolution, width=1.0, num_classes=num_classes)
     if space.name == "bert":
         seq, vocab = SEQUENCE_TASK["seq"], SEQUENCE_TASK["vocab"]
-        return get_space("bert", seq=seq, vocab=vocab, num_classes=num_classes, fused=space.params["fused"])
+        from latbench.search.mnas.evaluators.supernet import DEFAULTS
+
+        narrow = DEFAULTS["bert"]
+        return SmallBert(
+            narrow["width"],
+            narrow["head_dim"],
+            seq=seq,
+            vocab=vocab,
+            num_classes=num_classes,
+            fused=space.params["fused"],
+        )
     if space.name == "darts":
         return get_space(
             "darts",
@@ -79,4 +119,5 @@ def proxy_arch(proxy: SearchSpace, arch: Arch) -> Arch:
 
 
 def describe_proxy(proxy: SearchSpace) -> dict[str, Any]:
-    return {"space": proxy.name, **proxy.params}
+    narrow = {"width_scale": proxy.scale, "head_dim": proxy.head_dim} if isinstance(proxy, SmallBert) else {}
+    return {"space": proxy.name, **proxy.params, **narrow}
