@@ -78,6 +78,8 @@ def test_seq_out_of_range_is_one_line_exit_2(home: Path, capsys, value: str) -> 
 def test_seq_needs_a_space_and_not_a_sample(home: Path, capsys, tmp_path: Path) -> None:
     code, _, err = run_cli(capsys, "measure", "--device", "torch-cpu", "--arch", tmp_path / "a.json", "--seq", "64")
     assert code == 2 and "give --space too" in err and err.count("\n") == 1
+    code, _, err = run_cli(capsys, "measure", "--device", "torch-cpu", "--onnx", tmp_path / "m.onnx", "--seq", "64")
+    assert code == 2 and "ONNX" in err and err.count("\n") == 1
     code, _, err = run_cli(capsys, "table", "build", "--device", "torch-cpu", "--sample", "5", "--seq", "64")
     assert code == 2 and "--sample" in err and err.count("\n") == 1
     code, _, err = run_cli(capsys, "search", "mnas", "--resume", "r1", "--seq", "64")

@@ -493,6 +493,8 @@ def measure(
     """Measure whole networks end to end on a device (median, IQR, p90 in ms)."""
     if (arch is None) == (onnx is None):
         raise LatbenchError("give exactly one of --arch or --onnx")
+    if onnx is not None and seq is not None:
+        raise LatbenchError("--seq fills in archs of --arch; an ONNX model has its sequence length built in")
     params = space_params(space, seq=seq)
     new_file(out_path, force)
     archs = load_archs(str(arch), space, params) if arch is not None else []
