@@ -257,10 +257,12 @@ def ops_to_measure(
     sample: int | None = None,
     seed: int = 0,
     family: str = "conv",
+    seq: int | None = None,
 ) -> tuple[list[Any], str, dict[str, Any] | None]:
     """``(ops, table space name, space params)`` of a table build: the space's vocabulary, or ``sample`` op
     configs of ``family`` (conv, transformer, all) drawn across shapes with ``seed`` (table space
-    ``sampled-<N>-seed<S>``, with the family unless it is conv)."""
+    ``sampled-<N>-seed<S>``, with the family unless it is conv). ``seq``: the sequence length of a space that has
+    one (``bert``)."""
     if sample is not None:
         from latbench.predict.sampling import sample_ops
 
@@ -270,5 +272,5 @@ def ops_to_measure(
         return sample_ops(sample, seed=seed, family=family), name, None
     from latbench.spaces import get_space
 
-    s = get_space(space, resolution=resolution, width=width)
+    s = get_space(space, resolution=resolution, width=width, seq=seq)
     return s.vocabulary, s.name, s.params

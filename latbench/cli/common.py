@@ -250,6 +250,12 @@ SeedOpt = Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Random seed.")
 MinTimeOpt = Annotated[
     float | None, typer.Option(callback=positive_seconds, help="Seconds of timed calls per item (above 0).")
 ]
+#: ``--seq``: the sequence length of a space that has one (``bert``)
+SeqOpt = Annotated[int | None, typer.Option(min=8, max=4096, help="Sequence length of the space (bert; default 128).")]
+#: ``--seq`` beside a ``--space`` that only fills in archs not naming their own
+ArchSeqOpt = Annotated[
+    int | None, typer.Option(min=8, max=4096, help="Sequence length of archs that do not record one (bert).")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")]
 
@@ -280,3 +286,44 @@ def parse_settings(pairs: list[str] | None) -> dict[str, Any]:
         except json.JSONDecodeError:
             out[k.strip()] = v
     return out
+
+
+# ----------------------------------------------------------------------------- space parameters
+#: what each space parameter of the command line is, for the error that names a space without it
+_SPACE_PARAM_WORDS = {"resolution": "input resolution", "width": "width multiplier", "seq": "sequence length"}
+
+
+def _space_param_names(cls: type) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(cls.__init__).parameters) - {"self"}
+
+
+def space_params(space: str | None, **given: Any) -> dict[str, Any]:
+    """The space parameters of the command line (``--resolution``, ``--width``, ``--seq``) as ``get_space`` keywords.
+
+    Checked before any work, so a typo costs nothing: a parameter the space does not have (``--seq`` on
+    ``ofa-mbv3``) is one line naming the spaces that have it, and one given without ``--space`` (where the
+    space is otherwise read from the archs) asks for it. Values left out stay ``None`` (the space's default).
+    """
+    from latbench.spaces import SPACES
+
+    for key, value in given.items():
+        if value is None:
+            continue
+        option = f"--{key.replace('_', '-')}"
+        if space is None:
+            raise LatbenchError(f"{option} {value} sets a parameter of the space; give --space too")
+        cls = SPACES.get(space)
+        if cls is not None and key not in _space_param_names(cls):
+            having = ", ".join(n for n, c in SPACES.items() if key in _space_param_names(c))
+            what = _SPACE_PARAM_WORDS.get(key, f"parameter {key!r}")
+            raise LatbenchError(f"{option} {value}: space {space!r} has no {what} (spaces with one: {having})")
+    return dict(given)
+
+
+def space_tag(name: str, params: dict[str, Any] | None) -> str:
+    """The space's name in default file names: ``bert-seq256`` when ``--seq`` was given, else the name (the
+    resolution has its own suffix), so tables or datasets of two sequence lengths never share a file."""
+    seq = (params or {}).get("seq")
+    return f"{name}-seq{seq}" if seq is not None else name

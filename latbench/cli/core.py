@@ -12,10 +12,12 @@ import typer
 
 from latbench import paths
 from latbench.cli.common import (
+    ArchSeqOpt,
     ForceOpt,
     JsonOpt,
     MinTimeOpt,
     SeedOpt,
+    SeqOpt,
     check_device_name,
     check_settings,
     check_threads,
@@ -27,6 +29,8 @@ from latbench.cli.common import (
     parse_settings,
     positive_finite,
     progress_bar,
+    space_params,
+    space_tag,
 )
 from latbench.device import DeviceProfile, list_profiles, now_iso
 from latbench.errors import LatbenchError, TableError
@@ -185,12 +189,13 @@ def space_sample(
     seed: SeedOpt = 0,
     resolution: ResolutionOpt = None,
     width: WidthOpt = None,
+    seq: SeqOpt = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="Write archs as JSONL here.")] = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Sample random archs of a space (uniform over each decision)."""
-    s = get_space(space, resolution=resolution, width=width)
+    s = get_space(space, **space_params(space, resolution=resolution, width=width, seq=seq))
     new_file(out_path, force)
     rng = np.random.default_rng(seed)
     archs = [s.from_indices(i) for i in s.sample_indices(rng, n)]
@@ -213,8 +218,10 @@ def table_build(
     space: Annotated[str, typer.Option(help="Search space whose ops to measure.")] = "proxyless-mobile",
     resolution: ResolutionOpt = None,
     width: WidthOpt = None,
+    seq: SeqOpt = None,
     out_path: Annotated[
-        Path | None, typer.Option("--out", help="Table file (default tables/<device>/<space>.json).")
+        Path | None,
+        typer.Option("--out", help="Table file (default tables/<device>/<space>[-seq<N>].json)."),
     ] = None,
     resume: Annotated[bool, typer.Option(help="Measure only rows missing from an existing table.")] = False,
     sample: Annotated[
@@ -233,7 +240,12 @@ def table_build(
     as_json: JsonOpt = False,
 ) -> None:
     """Microbenchmark every op of a space on a device into a lookup table (resumable)."""
+    if seq is not None and (sample is not None or adaptive):
+        raise LatbenchError("--seq is the sequence length of --space; --sample draws its own ops (text lengths 16-512)")
+    params = space_params(space, resolution=resolution, width=width, seq=seq)
     if cluster is not None:
+        if seq is not None:
+            raise LatbenchError("--seq is not supported with --cluster yet; build the table on one device")
         _cluster_table_build(
             cluster,
             device,
@@ -262,13 +274,11 @@ def table_build(
     if min_time:
         config = config.with_(min_run_time_s=min_time)
     if adaptive:
-        ops, space_name, space_params = _adaptive_ops(out_path, sample, seed, as_json)
+        ops, space_name, table_params = _adaptive_ops(out_path, sample, seed, as_json)
         resume = True
     else:
-        ops, space_name, space_params = ops_to_measure(
-            space, resolution=resolution, width=width, sample=sample, seed=seed, family=sample_family
-        )
-    path = out_path or default_table_path(prof.name, space_name, resolution)
+        ops, space_name, table_params = ops_to_measure(space, **params, sample=sample, seed=seed, family=sample_family)
+    path = out_path or default_table_path(prof.name, space_tag(space_name, params), resolution)
     paths.check_writable_target(path)
     paths.ensure_writable_dir(path.parent)
     t0 = time.perf_counter()
@@ -279,7 +289,7 @@ def table_build(
             path,
             device={"name": prof.name, "backend": backend.name, "settings": backend.settings},
             space=space_name,
-            space_params=space_params,
+            space_params=table_params,
             resume=resume,
             config=config,
             sentinel_ref_ms=prof.sentinel_ms,
@@ -287,6 +297,7 @@ def table_build(
         )
     result = {
         **table.summary(),
+        "space_params": table.space_params,
         "measured_now": len(measured),
         "already_there": len(table) - len(measured),
         "seconds": round(time.perf_counter() - t0, 2),
@@ -376,15 +387,15 @@ def table_show(
 ) -> None:
     """Summary (and rows) of a table."""
     t = LatencyTable.load(table)
-    data = t.summary()
+    data = {**t.summary(), "space_params": t.space_params}
     if rows:
         data["rows_detail"] = {
             k: {f: r.get(f) for f in ("median_ms", "iqr_ms", "p90_ms", "n", "noisy")} for k, r in t.rows.items()
         }
 
     def human() -> None:
-        for k, v in t.summary().items():
-            if k != "source":
+        for k, v in data.items():
+            if k not in ("source", "rows_detail"):
                 out.print(f"{k:<12} {v}")
         if t.source:
             out.print(f"{'source':<12} {t.source.get('origin')} ({t.source.get('description')})")
@@ -472,6 +483,7 @@ def measure(
     arch: Annotated[Path | None, typer.Option(help="Arch JSON or JSONL (one arch per line).")] = None,
     onnx: Annotated[Path | None, typer.Option(help="An ONNX model file (ORT devices).")] = None,
     space: Annotated[str | None, typer.Option(help="Space of archs that do not name one.")] = None,
+    seq: ArchSeqOpt = None,
     drift: DriftOpt = None,
     min_time: MinTimeOpt = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="Write results (with raw samples) as JSON.")] = None,
@@ -481,8 +493,11 @@ def measure(
     """Measure whole networks end to end on a device (median, IQR, p90 in ms)."""
     if (arch is None) == (onnx is None):
         raise LatbenchError("give exactly one of --arch or --onnx")
+    if onnx is not None and seq is not None:
+        raise LatbenchError("--seq fills in archs of --arch; an ONNX model has its sequence length built in")
+    params = space_params(space, seq=seq)
     new_file(out_path, force)
-    archs = load_archs(str(arch), space) if arch is not None else []
+    archs = load_archs(str(arch), space, params) if arch is not None else []
     prof, backend = open_device(device)
     config = network_timing(backend, drift, min_time)
     if onnx is not None:
@@ -536,11 +551,13 @@ def lut_sum(
     table: Annotated[str, typer.Option(help="Table path or name.")],
     arch: Annotated[Path, typer.Option(help="Arch JSON or JSONL.")],
     space: Annotated[str | None, typer.Option(help="Space of archs that do not name one.")] = None,
+    seq: ArchSeqOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Sum a table's rows over the ops of each arch (milliseconds)."""
+    params = space_params(space, seq=seq)
     t = LatencyTable.load(table)
-    archs = load_archs(str(arch), space)
+    archs = load_archs(str(arch), space, params)
     sums = [t.lut_sum(space_of(a).ops_of(a)) for a in archs]
     emit(
         as_json,

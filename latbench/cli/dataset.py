@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from latbench.cli.common import emit, out
+from latbench.cli.common import SeqOpt, emit, out, space_params, space_tag
 from latbench.errors import LatbenchError
 
 dataset_app = typer.Typer(help="Network latency datasets: import, show, measure.", no_args_is_help=True)
@@ -104,6 +104,7 @@ def dataset_show(
 def dataset_measure(
     device: Annotated[str, typer.Option(help="Local device (profile or backend name).")],
     space: Annotated[str, typer.Option(help="Search space.")] = "nb201",
+    seq: SeqOpt = None,
     all_archs: Annotated[bool, typer.Option("--all", help="Every distinct network (nb201: one per class).")] = False,
     sample: Annotated[int | None, typer.Option(help="Measure N distinct networks drawn with --seed.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of --sample.")] = 0,
@@ -111,7 +112,7 @@ def dataset_measure(
         Path | None, typer.Option("--arch", help="Measure these archs (.json / .jsonl), e.g. from `shots`.")
     ] = None,
     out_path: Annotated[
-        Path | None, typer.Option("--out", help="Dataset CSV (default datasets/<space>/<device>.csv).")
+        Path | None, typer.Option("--out", help="Dataset CSV (default datasets/<space>[-seq<N>]/<device>.csv).")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Keep what the file holds and measure what is missing.")] = False,
     force: Annotated[bool, typer.Option(help="Start the file again.")] = False,
@@ -125,17 +126,18 @@ def dataset_measure(
     from latbench.service import dataset_timing, open_device
     from latbench.spaces import get_space, load_archs
 
-    sp = get_space(space)
+    params = space_params(space, seq=seq)
+    sp = get_space(space, **params)
     if archs is not None:
         if all_archs or sample is not None:
             raise LatbenchError("give --arch, --all or --sample N, not several")
-        todo = load_archs(str(archs), default_space=space)
+        todo = load_archs(str(archs), default_space=space, default_params=params)
         selection = f"archs from {archs.name}"
     else:
         todo = distinct_archs(sp, all_archs=all_archs, sample=sample, seed=seed)
         selection = "all distinct" if all_archs else f"sample {sample} seed {seed}"
     paths.check_name(device, "device")
-    target = out_path or paths.REPO_DIR / "datasets" / space / f"{device}.csv"
+    target = out_path or paths.REPO_DIR / "datasets" / space_tag(space, params) / f"{device}.csv"
     _, backend = open_device(device)
     config = dataset_timing(backend, min_time=min_time)
     written = measure_dataset(device, sp, target, todo, resume=resume, force=force, config=config, selection=selection)

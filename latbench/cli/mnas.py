@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from latbench.cli.common import emit, out, parse_settings
+from latbench.cli.common import SeqOpt, emit, out, parse_settings, space_params
 from latbench.errors import LatbenchError
 
 
@@ -32,6 +32,7 @@ def mnas(
     space: Annotated[str, typer.Option(help="Search space.")] = "proxyless-mobile",
     resolution: Annotated[int | None, typer.Option(help="Input resolution of the space.")] = None,
     width: Annotated[float | None, typer.Option(help="Width multiplier of the space.")] = None,
+    seq: SeqOpt = None,
     strategy: Annotated[str, typer.Option(help="random, evolution, rl or scaling.")] = "evolution",
     evaluator: Annotated[
         str | None,
@@ -105,6 +106,10 @@ def mnas(
 
     if resume is not None and target is not None:
         raise LatbenchError("--resume takes the target from the run; drop --target")
+    if resume is not None and seq is not None:
+        raise LatbenchError("--resume takes the space from the run; drop --seq")
+    if resume is None:
+        space_params(space, resolution=resolution, width=width, seq=seq)
     s_opts, e_opts = _options(
         strategy_opt, evaluator_opt, population, rl_algo, base, data=data, epochs=epochs, max_seconds=trial_seconds
     )
@@ -119,6 +124,7 @@ def mnas(
             predictor=predictor,
             resolution=resolution,
             width=width,
+            seq=seq,
             strategy=strategy,
             evaluator=evaluator,
             trials=trials,

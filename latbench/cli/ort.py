@@ -15,6 +15,7 @@ from latbench.cli.common import (
     JsonOpt,
     MinTimeOpt,
     SeedOpt,
+    SeqOpt,
     check_device_name,
     console,
     emit,
@@ -22,6 +23,8 @@ from latbench.cli.common import (
     out,
     positive_finite,
     progress_bar,
+    space_params,
+    space_tag,
 )
 from latbench.errors import LatbenchError, TableError
 from latbench.service import open_device
@@ -188,6 +191,7 @@ def lut_check(
     space: Annotated[str, typer.Option(help="Search space.")] = "proxyless-mobile",
     resolution: Annotated[int | None, typer.Option(min=1, help="Input resolution.")] = None,
     width: Annotated[float | None, typer.Option(callback=positive_finite, help="Width multiplier.")] = None,
+    seq: SeqOpt = None,
     n_archs: Annotated[int, typer.Option(min=1, help="Random archs to measure end to end.")] = 20,
     table: Annotated[str | None, typer.Option(help="Table to sum (default: built or resumed for the device).")] = None,
     seed: SeedOpt = 0,
@@ -201,14 +205,15 @@ def lut_check(
     from latbench.spaces import get_space
     from latbench.table import LatencyTable, build_table, default_table_path
 
+    params = space_params(space, resolution=resolution, width=width, seq=seq)
     new_file(out_path, force)
-    s = get_space(space, resolution=resolution, width=width)
+    s = get_space(space, **params)
     prof, backend = open_device(device)
     if table is not None:
         t = LatencyTable.load(table)
         t.check_same_device(backend.fingerprint().to_dict(), "sums for this device")
     else:
-        path = default_table_path(prof.name, s.name, resolution)
+        path = default_table_path(prof.name, space_tag(s.name, params), resolution)
         with progress_bar(f"table {prof.name}/{s.name}", total=len(s.vocabulary), enabled=not as_json) as update:
             t, _ = build_table(
                 backend,

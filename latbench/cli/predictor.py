@@ -11,7 +11,7 @@ import typer
 
 from latbench import paths
 from latbench.cli import predictor_app
-from latbench.cli.common import JsonOpt, SeedOpt, console, emit, new_file, out
+from latbench.cli.common import ArchSeqOpt, JsonOpt, SeedOpt, console, emit, new_file, out, space_params
 from latbench.errors import LatbenchError
 from latbench.predict.models import MODEL_NAMES
 from latbench.service import open_device
@@ -139,6 +139,7 @@ def predictor_eval(
         bool, typer.Option("--force", help="Use predictors of another device anyway; overwrite an existing --out.")
     ] = False,
     space: Annotated[str | None, typer.Option(help="Space of archs that do not name one.")] = None,
+    seq: ArchSeqOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure archs for real and score predictors: RMSE, MAPE, within 5% / 10%, Spearman, Kendall, scatter plot."""
@@ -148,7 +149,7 @@ def predictor_eval(
     from latbench.spaces import load_archs
 
     archs = arch
-    arch_list = load_archs(str(archs), space)
+    arch_list = load_archs(str(archs), space, space_params(space, seq=seq))
     summary_path = out_path
     if summary_path is None:
         summary_path = paths.write_dir("tables").parent / "runs" / "predictor-eval" / f"{device}-{archs.stem}"
@@ -233,6 +234,7 @@ def predict(
     device: Annotated[str | None, typer.Option(help="Check that the predictor belongs to this device.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Use a predictor of another device anyway.")] = False,
     space: Annotated[str | None, typer.Option(help="Space of archs that do not name one.")] = None,
+    seq: ArchSeqOpt = None,
     breakdown: Annotated[bool, typer.Option(help="Print the per-op / per-kernel breakdown.")] = True,
     as_json: JsonOpt = False,
 ) -> None:
@@ -242,6 +244,7 @@ def predict(
 
     if (arch is None) == (onnx is None):
         raise LatbenchError("give exactly one of --arch or --onnx")
+    params = space_params(space, seq=seq)
     want = None
     if device is not None:
         _, backend = open_device(device)
@@ -280,7 +283,7 @@ def predict(
 
         emit(as_json, res, human_onnx)
         return
-    archs = load_archs(str(arch), space)
+    archs = load_archs(str(arch), space, params)
     results = []
     for a in archs:
         s = space_of(a)

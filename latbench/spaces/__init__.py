@@ -54,8 +54,12 @@ def get_space(name: str, **params: Any) -> SearchSpace:
         raise ArchError(f"bad parameters for space {name!r}: {exc}") from None
 
 
-def space_of(arch: Any, default: str | None = None) -> SearchSpace:
-    """The space an arch JSON belongs to, built with the parameters it records."""
+def space_of(arch: Any, default: str | None = None, default_params: dict[str, Any] | None = None) -> SearchSpace:
+    """The space an arch JSON belongs to, built with the parameters it records.
+
+    ``default_params`` (``{"seq": 256}`` from ``--seq``) are the parameters of an arch that records none of its
+    own; an arch that records another value is refused, never silently re-targeted.
+    """
     if not isinstance(arch, dict):
         raise ArchError(f"an arch must be a JSON object, got {type(arch).__name__}")
     name = arch.get("space", default)
@@ -68,6 +72,14 @@ def space_of(arch: Any, default: str | None = None) -> SearchSpace:
 
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
     params = {k: v for k, v in arch.items() if k in accepted}
+    for k, v in (default_params or {}).items():
+        if v is None or k not in accepted:
+            continue
+        if k in params and params[k] != v:
+            raise ArchError(
+                f"arch has {k}={_short(params[k])} but {k}={v!r} was asked for; drop the option or edit the arch"
+            )
+        params[k] = v
     if name != "ofa-mbv3":
         space = get_space(name, **params)
     else:
@@ -79,8 +91,10 @@ def space_of(arch: Any, default: str | None = None) -> SearchSpace:
     return space
 
 
-def load_archs(path: str, default_space: str | None = None) -> list[Arch]:
+def load_archs(path: str, default_space: str | None = None, default_params: dict[str, Any] | None = None) -> list[Arch]:
     """Read one arch (``.json``: an object or a list of them) or many (``.jsonl``, one per line), validated.
+
+    ``default_space`` / ``default_params`` fill what an arch does not record (see :func:`space_of`).
 
     Refused in one line naming the file and, for JSONL, the line number in the file (blank lines count): bytes
     that are not UTF-8, malformed JSON, NaN / Infinity / numbers out of range, duplicate keys, nesting deeper
@@ -123,7 +137,7 @@ def load_archs(path: str, default_space: str | None = None) -> list[Arch]:
     out = []
     for where, a in items:
         try:
-            out.append(space_of(a, default_space).validate(a))
+            out.append(space_of(a, default_space, default_params).validate(a))
         except LatbenchError as exc:  # ArchError, UnknownNameError
             raise type(exc)(f"{p}: {where}: {exc}") from None
     return out

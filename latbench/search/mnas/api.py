@@ -154,6 +154,7 @@ def _new_settings(**kw: Any) -> dict[str, Any]:
         "space": kw["space"],
         "resolution": kw["resolution"],
         "width": kw["width"],
+        "seq": kw["seq"],
         "target": spec.text,
         "device": kw["device"],
         "table": str(Path(table).resolve()) if table and Path(table).exists() else table,
@@ -216,7 +217,7 @@ def _setup(args: dict[str, Any], stored_scale: dict[str, Any] | None) -> _Setup:
     """Space, latency source, problem (target and reachability checked), evaluator and strategy of a run."""
     from latbench.service import resolve_latency_source
 
-    sp = get_space(args["space"], resolution=args["resolution"], width=args["width"])
+    sp = get_space(args["space"], resolution=args["resolution"], width=args["width"], seq=args.get("seq"))
     source = resolve_latency_source(sp, device=args["device"], table=args["table"], predictor=args["predictor"])
     problem = make_problem(
         sp,
@@ -276,6 +277,7 @@ def run(
     predictor: str | None = None,
     resolution: int | None = None,
     width: float | None = None,
+    seq: int | None = None,
     strategy: str = "evolution",
     evaluator: str | None = None,
     trials: int | None = None,
@@ -305,6 +307,7 @@ def run(
 ) -> RunResult:
     """Search and write a run folder; see the module docstring. Latency in ms, ``max_memory_mb`` in MB.
 
+    ``seq``: the sequence length of a space that has one (``bert``; its default when ``None``).
     ``target``: ``12``, ``"12ms"``, ``"0.012s"``, ``"12000us"`` or ``"50%"`` of the space's latency range.
     ``generations`` (evolution): ``trials = population * (generations + 1)``,
     Once-for-All's budget (100 * 501 with the defaults). ``evaluator``:

@@ -25,8 +25,7 @@ from typing import Any
 
 from latbench.errors import LatbenchError
 from latbench.search.mnas.evaluators.base import Evaluator
-from latbench.search.mnas.evaluators.torch_util import cached_splits
-from latbench.search.mnas.proxy import describe_proxy, proxy_arch, proxy_space
+from latbench.search.mnas.proxy import describe_proxy, proxy_arch, proxy_data, proxy_space
 from latbench.torch_ops import torch_threads
 
 
@@ -91,7 +90,7 @@ class TrainEvaluator(Evaluator):
 
     def setup(self, problem: Any, seed: int) -> None:
         super().setup(problem, seed)
-        self.splits = cached_splits(self.data, self.resolution, self.data_seed)
+        self.splits = proxy_data(problem.space, self.data, self.resolution, self.data_seed)
         self.proxy = proxy_space(problem.space, self.resolution, self.width, self.splits.num_classes)
 
     def evaluate_one(self, arch: dict[str, Any], trial: int) -> tuple[float, str]:

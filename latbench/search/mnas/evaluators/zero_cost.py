@@ -2,7 +2,9 @@
 
 * ``naswot`` (Mellor et al., ICML 2021): log-determinant of the kernel
   ``K[i, j]`` = number of ReLU-like units on which inputs ``i`` and ``j`` agree
-  (both active or both inactive), over a batch of real images;
+  (both active or both inactive), over a batch of real images. The paper
+  defines the code for ReLU; on GELU networks (the transformer spaces) a
+  unit's code is the sign of the GELU's input, the code a ReLU there would give;
 * ``synflow`` (Tanaka et al., NeurIPS 2020; as a NAS proxy Abdelfattah et al.,
   ICLR 2021): ``log sum |theta * dR/dtheta|`` with ``R`` the output sum of the
   network with absolute weights on an all-ones input (float64, BatchNorm in
@@ -24,8 +26,7 @@ import numpy as np
 
 from latbench.errors import LatbenchError
 from latbench.search.mnas.evaluators.base import Evaluator
-from latbench.search.mnas.evaluators.torch_util import cached_splits
-from latbench.search.mnas.proxy import describe_proxy, proxy_arch, proxy_space
+from latbench.search.mnas.proxy import describe_proxy, proxy_arch, proxy_data, proxy_space
 from latbench.torch_ops import torch_threads
 
 PROXIES = ("naswot", "synflow", "grad-norm")
@@ -45,7 +46,7 @@ def naswot_score(net: Any, x: Any) -> float:
         k.add_(codes @ codes.t() + (1.0 - codes) @ (1.0 - codes).t())
 
     for m in net.modules():
-        if isinstance(m, (nn.ReLU, nn.ReLU6, nn.Hardswish)):
+        if isinstance(m, (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.GELU)):
             handles.append(m.register_forward_pre_hook(hook))
     if not handles:
         raise LatbenchError("naswot needs ReLU-like activations; this network has none")
@@ -127,7 +128,7 @@ class ZeroCostEvaluator(Evaluator):
         import torch
 
         super().setup(problem, seed)
-        sp = cached_splits(self.data, self.resolution, self.data_seed)
+        sp = proxy_data(problem.space, self.data, self.resolution, self.data_seed)
         self.proxy = proxy_space(problem.space, self.resolution, self.width, sp.num_classes)
         g = torch.Generator().manual_seed(self.seed)
         pick = torch.randperm(len(sp.y_train), generator=g)[: self.batch]
