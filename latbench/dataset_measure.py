@@ -19,7 +19,9 @@ from latbench.dataset import DatasetError, arch_key, load_dataset, write_dataset
 from latbench.spaces import Arch, SearchSpace
 
 
-def _existing_rows(target: Path, space: SearchSpace, fp_id: str) -> tuple[list[str], list[float], list[float]]:
+def _existing_rows(
+    target: Path, space: SearchSpace, fp_id: str
+) -> tuple[list[str], list[float], list[float], float | None]:
     ds = load_dataset(target)
     if ds.space != space.name or ds.space_params != dict(space.params):
         raise DatasetError(f"{target} is a dataset of {ds.space} {ds.space_params}, not {space.name} {space.params}")
@@ -27,7 +29,9 @@ def _existing_rows(target: Path, space: SearchSpace, fp_id: str) -> tuple[list[s
     if have != fp_id:
         raise DatasetError(f"{target} was measured on device {have}, this device is {fp_id}; give another --out")
     iqr = ds.extra.get("iqr_ms", np.zeros(len(ds)))
-    return list(ds.archs), [float(v) for v in ds.ms], [float(v) for v in iqr]
+    ref = ds.provenance.get("sentinel_ref_ms")
+    ref = float(ref) if isinstance(ref, (int, float)) and np.isfinite(ref) and ref > 0 else None
+    return list(ds.archs), [float(v) for v in ds.ms], [float(v) for v in iqr], ref
 
 
 def measure_dataset(
@@ -41,8 +45,12 @@ def measure_dataset(
     chunk: int = 64,
     config: Any = None,
     selection: str = "",
+    sentinel_ref_ms: float | None = None,
 ) -> Path:
     """Measure ``archs`` end to end on ``device`` into the dataset ``out``; resumable, written after every chunk.
+
+    ``sentinel_ref_ms`` puts the networks on the scale of another dataset
+    (its ``sentinel_ref_ms``, e.g. for a test-retest in a second file).
 
     Refuses before measuring anything: an existing ``out`` without ``resume``
     / ``force``, a dataset of another space or device, a folder that cannot be
@@ -72,8 +80,13 @@ def measure_dataset(
         keys: list[str] = []
         ms: list[float] = []
         iqr: list[float] = []
+        # one sentinel reference for the whole file (the profile's, else the first chunk's, kept on resume):
+        # every chunk is normalised to the same scale, so load that changes over a long run does not
+        # become a drift between the first and the last networks
+        sentinel_ref = sentinel_ref_ms or profile.sentinel_ms
         if target.exists() and resume:
-            keys, ms, iqr = _existing_rows(target, space, fp.id)
+            keys, ms, iqr, kept_ref = _existing_rows(target, space, fp.id)
+            sentinel_ref = sentinel_ref or kept_ref
         done = set(keys)
         todo = [a for a in archs if arch_key(space, a) not in done]
         dev = {"name": profile.name, "backend": profile.backend, "fingerprint": {"id": fp.id}}
@@ -85,12 +98,17 @@ def measure_dataset(
             "selection": selection,
             "created": now_iso(),
         }
+        if sentinel_ref is not None:
+            prov["sentinel_ref_ms"] = sentinel_ref
         with track(f"measure {space.name} on {profile.name}", total=len(todo)) as update:
             for start in range(0, len(todo), chunk):
                 part = todo[start : start + chunk]
-                results, _ = service.measure_archs(
-                    backend, part, config, sentinel_ref_ms=profile.sentinel_ms, progress=False
+                results, info = service.measure_archs(
+                    backend, part, config, sentinel_ref_ms=sentinel_ref, progress=False
                 )
+                if sentinel_ref is None and info.get("sentinel_ref_ms"):
+                    sentinel_ref = float(info["sentinel_ref_ms"])
+                    prov["sentinel_ref_ms"] = sentinel_ref
                 for a, m in zip(part, results, strict=True):
                     keys.append(arch_key(space, a))
                     ms.append(float(m.median))

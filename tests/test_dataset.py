@@ -151,9 +151,30 @@ def test_measure_six_archs_on_torch_cpu_and_resume(home: Path, tmp_path: Path, m
     assert sorted(done.archs) == sorted(s.arch_str(a) for a in archs)
     assert done.provenance["kind"] == "measured" and done.device["fingerprint"]["id"]
     assert done.provenance["timing"]["min_runs"] == 5
+    # one sentinel reference for the whole file: the first chunk's, kept across the resume
+    ref = first.provenance["sentinel_ref_ms"]
+    assert ref > 0 and done.provenance["sentinel_ref_ms"] == ref
     # the heaviest of the six (most conv 3x3 edges) is slower than the lightest (fewest non-none edges)
     work = {s.arch_str(a): sum(o == "nor_conv_3x3" for o in a["choices"].values()) for a in archs}
     lut = done.as_dict()
     heavy, light = max(work, key=work.get), min(work, key=work.get)
     if work[heavy] >= work[light] + 3:
         assert lut[heavy] > lut[light]
+
+
+def test_scale_of_takes_the_sentinel_reference_of_a_dataset_of_this_device(home: Path, tmp_path: Path) -> None:
+    from latbench.cli.dataset import _sentinel_ref_of
+    from latbench.errors import LatbenchError
+    from latbench.service import open_device
+
+    s = get_space("nb201")
+    out = tmp_path / "a.csv"
+    measure_dataset("torch-cpu", s, out, distinct_archs(s, sample=2, seed=1), config=QUICK)
+    ref = load_dataset(out).provenance["sentinel_ref_ms"]
+    _, backend = open_device("torch-cpu")
+    assert _sentinel_ref_of(out, backend.fingerprint().id) == ref
+    with pytest.raises(LatbenchError, match="this device is other"):
+        _sentinel_ref_of(out, "other")
+    again = tmp_path / "b.csv"
+    measure_dataset("torch-cpu", s, again, distinct_archs(s, sample=2, seed=2), config=QUICK, sentinel_ref_ms=ref)
+    assert load_dataset(again).provenance["sentinel_ref_ms"] == ref

@@ -116,7 +116,11 @@ def dataset_measure(
     ] = None,
     resume: Annotated[bool, typer.Option(help="Keep what the file holds and measure what is missing.")] = False,
     force: Annotated[bool, typer.Option(help="Start the file again.")] = False,
-    min_time: Annotated[float | None, typer.Option(help="Seconds of timing per network and round.")] = None,
+    min_time: Annotated[float | None, typer.Option(help="Seconds of timing per network (all rounds).")] = None,
+    scale_of: Annotated[
+        Path | None,
+        typer.Option(help="Normalise to this dataset's sentinel reference (a retest or extension in another file)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure whole networks of a space on a local device into a dataset (resumable)."""
@@ -140,13 +144,30 @@ def dataset_measure(
     target = out_path or paths.REPO_DIR / "datasets" / space_tag(space, params) / f"{device}.csv"
     _, backend = open_device(device)
     config = dataset_timing(backend, min_time=min_time)
-    written = measure_dataset(device, sp, target, todo, resume=resume, force=force, config=config, selection=selection)
+    ref = _sentinel_ref_of(scale_of, backend.fingerprint().id) if scale_of is not None else None
+    written = measure_dataset(
+        device, sp, target, todo, resume=resume, force=force, config=config, selection=selection, sentinel_ref_ms=ref
+    )
     ds = load_dataset(written)
     emit(
         as_json,
         {"path": str(written), "archs": len(ds), "fingerprint": ds.fingerprint},
         lambda: _say(f"{written}: {len(ds)} networks measured on {ds.name}"),
     )
+
+
+def _sentinel_ref_of(path: Path, fp_id: str) -> float:
+    """The sentinel reference a dataset measured on this device was normalised to."""
+    from latbench.dataset import load_dataset
+
+    ds = load_dataset(path)
+    have = (ds.device.get("fingerprint") or {}).get("id")
+    if have != fp_id:
+        raise LatbenchError(f"--scale-of {path}: measured on device {have}, this device is {fp_id}")
+    ref = ds.provenance.get("sentinel_ref_ms")
+    if not isinstance(ref, (int, float)) or isinstance(ref, bool) or not ref > 0:
+        raise LatbenchError(f"--scale-of {path}: the dataset records no sentinel reference (measured without one)")
+    return float(ref)
 
 
 # ----------------------------------------------------------------------------- shots
