@@ -59,7 +59,13 @@ def calibrate_cmd(
     reference: Annotated[
         Path, typer.Option(help="Reference device's table: a published YAML LUT or a latbench table.")
     ],
-    shots: Annotated[int, typer.Option(min=1, help="How many reference ops the fit may see.")] = 10,
+    shots: Annotated[
+        str,
+        typer.Option(
+            help="How many reference ops the fit may see, or 'all' (the whole table, for shapes outside it; "
+            "then nothing is held out to score)."
+        ),
+    ] = "10",
     name: Annotated[
         str | None,
         typer.Option(callback=check_device_name, help="Write the calibrated device profile devices/<name>.toml."),
@@ -85,9 +91,18 @@ def calibrate_cmd(
 ) -> None:
     """Fit emulated latencies to a real device's table on K reference ops; report accuracy on the unseen ones."""
     from latbench.device import DeviceProfile, now_iso
-    from latbench.emulation.transfer import DEFAULT_MODEL, MODELS, STATS, CalibratedLatency, calibrate, load_reference
+    from latbench.emulation.transfer import (
+        DEFAULT_MODEL,
+        MODELS,
+        STATS,
+        CalibratedLatency,
+        calibrate,
+        load_reference,
+        parse_shots,
+    )
     from latbench.table import LatencyTable
 
+    n_shots = parse_shots(shots)
     model = model or DEFAULT_MODEL
     if model not in (*MODELS, "auto"):
         raise LatbenchError(f"unknown --model {model!r}; use auto or one of {', '.join(MODELS)}")
@@ -108,7 +123,7 @@ def calibrate_cmd(
         cal, emu = calibrate(
             emu_table,
             ref,
-            shots,
+            n_shots,
             backend=backend,
             parts_path=parts_path,
             seed=seed,

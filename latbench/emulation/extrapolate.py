@@ -1,7 +1,7 @@
 """Shapes the reference never published: calibrate on its one table, predict other resolutions and widths.
 
     python -m latbench.emulation.extrapolate --table EMU --reference REF --new-table EMU_NEW --truth REF_NEW \\
-        [--shots 10] [--seeds 0-19] [--archs 200] [--json]
+        [--shots 10|all] [--seeds 0-19] [--archs 200] [--json]
 
 ``EMU`` / ``REF``: the emulator's and the reference device's tables of the
 same space (e.g. both at 224 px); the calibration sees ``--shots`` ops of
@@ -123,7 +123,7 @@ def extrapolate(
 
 def main(argv: list[str] | None = None) -> int:
     from latbench.emulation.sweep import parse_seeds
-    from latbench.emulation.transfer import load_reference
+    from latbench.emulation.transfer import load_reference, parse_shots
     from latbench.table import LatencyTable
 
     ap = argparse.ArgumentParser(prog="python -m latbench.emulation.extrapolate", description=__doc__.split("\n")[0])
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reference", required=True, help="reference device's table (the only one the fit sees)")
     ap.add_argument("--new-table", required=True, help="emulator table of the new shapes")
     ap.add_argument("--truth", required=True, help="reference device's table of the new shapes (scoring only)")
-    ap.add_argument("--shots", type=int, default=10)
+    ap.add_argument("--shots", default="10", help="reference ops the fit sees: a number, or 'all' (its whole table)")
     ap.add_argument("--seeds", default="0-19")
     ap.add_argument("--model", default=None)
     ap.add_argument("--archs", type=int, default=200)
@@ -139,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     try:
+        shots = parse_shots(args.shots)
         table = LatencyTable.load(args.table)
         parts = args.parts or (table.path.with_name(table.path.stem + ".parts.json") if table.path else None)
         result = extrapolate(
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             load_reference(args.reference),
             LatencyTable.load(args.new_table),
             load_reference(args.truth),
-            args.shots,
+            shots,
             parse_seeds(args.seeds),
             model=args.model,
             n_archs=args.archs,

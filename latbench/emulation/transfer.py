@@ -523,6 +523,23 @@ def fit_calibration(
     return Calibration(model=chosen, features=cols, coef=coef, stat=stat, shots=list(shots), loo_mape=loo, seed=seed)
 
 
+#: ``calibrate(shots=ALL_SHOTS)``: fit on every shared op
+ALL_SHOTS = -1
+
+
+def parse_shots(text: str) -> int:
+    """``--shots``: a whole number >= 1, or ``all`` (:data:`ALL_SHOTS`)."""
+    if str(text).strip().lower() == "all":
+        return ALL_SHOTS
+    try:
+        n = int(str(text))
+    except ValueError:
+        raise LatbenchError(f"--shots must be a whole number or 'all', got {text!r}") from None
+    if n < 1:
+        raise LatbenchError(f"--shots must be at least 1, got {n}")
+    return n
+
+
 def calibrate(
     table: LatencyTable,
     reference: LatencyTable,
@@ -537,10 +554,17 @@ def calibrate(
     progress: Callable[[int, int], None] | None = None,
     shot_keep: float = SHOT_KEEP,
 ) -> tuple[Calibration, EmulatorTimes]:
-    """Fit ``table`` (emulator) to ``reference`` on ``shots`` reference ops; score on the rest and on archs."""
+    """Fit ``table`` (emulator) to ``reference`` on ``shots`` reference ops; score on the rest and on archs.
+
+    ``shots=ALL_SHOTS`` fits on every op the two tables share (the reference's
+    whole table: for predicting shapes outside it, where nothing of the table
+    needs to be held out); the unseen-op metrics are then empty.
+    """
     ref_ops = {k: OpSpec.from_dict(r["spec"]) for k, r in reference.rows.items()}
     common = sorted((op for k, op in ref_ops.items() if k in table.rows and op.type != "zero"), key=lambda o: o.key)
-    if len(common) < shots + 3:
+    if shots == ALL_SHOTS:
+        shots = len(common)
+    elif len(common) < shots + 3:
         raise LatbenchError(
             f"table {table.path or table.name} shares only {len(common)} op(s) with the reference "
             f"{reference.path or reference.name}; build the table for the reference's space "
@@ -556,7 +580,7 @@ def calibrate(
     feats = {op.key: emu.features(op, parts=need_parts) for op in common}
     ref_ms = {op.key: reference.latency(op) for op in common}
     doubt = {op.key: emulator_doubt(op, emu) for op in common} if shot_keep < 1.0 else None
-    shot_ops = select_shots(common, shots, seed, doubt, keep=shot_keep)
+    shot_ops = list(common) if shots == len(common) else select_shots(common, shots, seed, doubt, keep=shot_keep)
     shot_keys = [o.key for o in shot_ops]
     cal = fit_calibration(feats, ref_ms, shot_keys, model=model, stat=stat, seed=seed)
     cal.reference_ops = sorted(reference.rows)
