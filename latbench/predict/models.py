@@ -15,6 +15,11 @@ Op types with fewer than ``min_rows_per_type`` training rows share one
 regressor fitted on all rows (the type one-hots tell them apart); an op type
 the model never saw raises one clear line instead of guessing.
 Whole networks are the calibrated sum of op predictions (``OpSumModel``).
+
+The default model is ``linear`` (:data:`DEFAULT_MODEL`): fitted on log sizes,
+it is a power law per op type and keeps scaling off its table (another
+resolution or width), where trees are flat. The held-out size splits
+(:func:`off_range_groups`, :func:`unseen_hw_groups`) measure exactly that.
 """
 
 from __future__ import annotations
@@ -295,10 +300,15 @@ def warn_outside(name: str, ops: list[OpSpec], ranges: dict[str, Any] | None) ->
         from latbench.progress import message
 
         key, why = next(iter(bad.items()))
+        how = (
+            "a power law there (ops_off_range in its metrics says how well that held on its table)"
+            if name in ("linear", "flops-linear")
+            else "tree models are flat there: train `--model linear`, which extrapolates as a power law"
+        )
         message(
             f"warning: predictor {name!r} extrapolates for {len(bad)} op(s) outside its training table's sizes "
-            f"(e.g. {key}: {', '.join(why)}); tree models are flat there: prefer an emulated device "
-            "(`latbench calibrate`) for shapes the table never had",
+            f"(e.g. {key}: {', '.join(why)}); {how}, or prefer an emulated device (`latbench calibrate`) "
+            "for shapes the table never had",
             stream="err",
         )
     return list(bad)
