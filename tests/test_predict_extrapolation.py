@@ -25,12 +25,14 @@ from latbench.predict.models import (
     DEFAULT_MODEL,
     MODEL_NAMES,
     OFF_RANGE_FIELDS,
+    UNSEEN_BINS,
     held_out_predict_ops,
     make_model,
     off_range_groups,
     table_rows,
     unseen_hw_groups,
 )
+from latbench.predict.sampling import sample_ops
 from latbench.predict.training import held_out_metrics, stored_held_out
 from latbench.table import LatencyTable
 
@@ -63,43 +65,60 @@ def test_off_range_rows_lie_outside_the_fitted_rows_range(table: Path) -> None:
         held = set(g["rows"])
         fitted = [getattr(o, g["field"]) for i, o in enumerate(ops) if i not in held and o.type == g["op_type"]]
         values = {getattr(ops[i], g["field"]) for i in held}
-        assert values == {g["value"]}
+        assert len(g["values"]) == 1 and values == set(g["values"])
         lo, hi = min(fitted), max(fitted)
         assert [lo, hi] == g["fitted_range"]
-        assert (g["value"] < lo) if g["end"] == "smallest" else (g["value"] > hi), g
+        assert (g["values"][0] < lo) if g["end"] == "smallest" else (g["values"][0] > hi), g
     hw = {g["end"]: g for g in groups if g["field"] == "hw"}
     if table == PIXEL1:  # the published Pixel-1 space: MBConv maps 7..112
-        assert (hw["smallest"]["value"], hw["smallest"]["fitted_range"]) == (7, [14, 112])
-        assert (hw["largest"]["value"], hw["largest"]["fitted_range"]) == (112, [7, 56])
+        assert (hw["smallest"]["values"], hw["smallest"]["fitted_range"]) == ([7], [14, 112])
+        assert (hw["largest"]["values"], hw["largest"]["fitted_range"]) == ([112], [7, 56])
         assert [len(g["rows"]) for g in groups] == [12, 9, 3, 6]
 
 
 def test_unseen_hw_holds_out_every_map_size_of_the_blocks(pixel1: tuple[list, np.ndarray]) -> None:
     ops, _ = pixel1
     groups = unseen_hw_groups(ops)
-    assert [g["value"] for g in groups] == [7, 14, 28, 56, 112]
+    assert [g["values"] for g in groups] == [[7], [14], [28], [56], [112]]
     assert [g["end"] for g in groups] == ["smallest", "inside", "inside", "inside", "largest"]
     assert sum(len(g["rows"]) for g in groups) == sum(o.type == "mbconv" for o in ops) == 69
     for g in groups:  # no fitted MBConv has the held-out map size
         held = set(g["rows"])
-        assert all(o.hw != g["value"] for i, o in enumerate(ops) if i not in held and o.type == "mbconv")
+        assert all(o.hw not in g["values"] for i, o in enumerate(ops) if i not in held and o.type == "mbconv")
 
 
-def test_held_out_predictions_come_from_a_model_fitted_on_the_rest(pixel1: tuple[list, np.ndarray]) -> None:
+@pytest.mark.parametrize("name", ["linear", "xgboost"])
+def test_held_out_predictions_come_from_a_model_fitted_on_the_rest(pixel1: tuple[list, np.ndarray], name: str) -> None:
+    """Fitted on the held-out type's rows only, the split predicts what a model fitted on every other row does."""
     ops, ms = pixel1
     group = off_range_groups(ops)[0]
-    (done,) = held_out_predict_ops("linear", ops, ms, [group])
+    (done,) = held_out_predict_ops(name, ops, ms, [group])
     rest = [i for i in range(len(ops)) if i not in set(group["rows"])]
-    alone = make_model("linear").fit([ops[i] for i in rest], ms[rest]).predict_ops([ops[i] for i in group["rows"]])
+    alone = make_model(name).fit([ops[i] for i in rest], ms[rest]).predict_ops([ops[i] for i in group["rows"]])
     np.testing.assert_allclose(done["predicted_ms"], alone, rtol=1e-12)
-    seen = make_model("linear").fit(ops, ms).predict_ops([ops[i] for i in group["rows"]])
+    seen = make_model(name).fit(ops, ms).predict_ops([ops[i] for i in group["rows"]])
     assert not np.allclose(seen, alone, rtol=1e-3)  # the held-out rows really were held out
+
+
+def test_unseen_sizes_of_a_sampled_table_are_held_out_in_a_few_runs() -> None:
+    """A sampled table has dozens of map sizes: at most UNSEEN_BINS groups per type, none seen by its fit."""
+    ops = sample_ops(600, seed=0)
+    groups = unseen_hw_groups(ops)
+    for t in {g["op_type"] for g in groups}:
+        mine = [g for g in groups if g["op_type"] == t]
+        rows = sorted(i for g in mine for i in g["rows"])
+        assert len(mine) <= UNSEEN_BINS and rows == [i for i, o in enumerate(ops) if o.type == t]
+        for g in mine:
+            held = set(g["rows"])
+            assert all(o.hw not in g["values"] for i, o in enumerate(ops) if o.type == t and i not in held)
+    mb = [g for g in groups if g["op_type"] == "mbconv"]
+    assert len(mb) == UNSEEN_BINS and max(len(g["values"]) for g in mb) > 1
 
 
 def test_metrics_record_both_splits(pixel1_metrics: dict[str, dict]) -> None:
     lin = pixel1_metrics[DEFAULT_MODEL]
     assert lin["ops_off_range"]["n"] == 30 and lin["ops_unseen_hw"]["n"] == 69
-    assert [g["value"] for g in lin["ops_off_range"]["groups"]] == [7, 112, 16, 320]
+    assert [g["values"] for g in lin["ops_off_range"]["groups"]] == [[7], [112], [16], [320]]
     assert sum(g["n"] for g in lin["ops_off_range"]["groups"]) == 30
     assert 0 < lin["ops_off_range"]["mape"] < 0.5 and 0 <= lin["ops_off_range"]["within_10"] <= 1
     assert stored_held_out({"metrics": lin})["n"] == 30 and "groups" not in stored_held_out({"metrics": lin})

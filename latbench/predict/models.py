@@ -555,24 +555,33 @@ def cross_val_predict_ops(
 OFF_RANGE_FIELDS = ("hw", "cout")
 #: an op type is held out only with at least this many rows and 3 distinct values of the size (room to hold out)
 HOLD_OUT_MIN_ROWS = 12
+#: the unseen-size split holds out at most this many groups of sizes per op type (a sampled table has dozens of
+#: map sizes: one fit per size would cost more than the training)
+UNSEEN_BINS = 5
 
 
 def _size_groups(ops: list[OpSpec], field: str, ends_only: bool, min_rows: int) -> list[dict[str, Any]]:
-    """Per op type with ``min_rows`` rows and 3+ distinct values of ``field``: its rows at one value, per value held
-    out (only the smallest and the largest with ``ends_only``), with the range of ``field`` left to fit on."""
+    """Per op type with ``min_rows`` rows and 3+ distinct values of ``field``: groups of its rows to hold out, with
+    the range of ``field`` left to fit on. ``ends_only``: the rows at the smallest and at the largest value; else
+    every value, in at most :data:`UNSEEN_BINS` runs of neighbouring values (one value each when there are few)."""
     groups = []
     for t in sorted({o.type for o in ops}):
         rows = [i for i, o in enumerate(ops) if o.type == t]
         values = sorted({float(getattr(ops[i], field)) for i in rows})
         if len(rows) < min_rows or len(values) < 3:
             continue
-        picked = [values[0], values[-1]] if ends_only else values
-        for v in picked:
-            rest = [x for x in values if x != v]
-            end = "smallest" if v == values[0] else "largest" if v == values[-1] else "inside"
-            test = [i for i in rows if float(getattr(ops[i], field)) == v]
+        if ends_only:
+            picked = [[values[0]], [values[-1]]]
+        else:
+            picked = [[float(v) for v in b] for b in np.array_split(values, min(UNSEEN_BINS, len(values)))]
+        for held in picked:
+            rest = [x for x in values if x not in held]
+            end = "smallest" if held[0] == values[0] else "largest" if held[-1] == values[-1] else "inside"
+            test = [i for i in rows if float(getattr(ops[i], field)) in held]
             fitted = [rest[0], rest[-1]]
-            groups.append({"op_type": t, "field": field, "end": end, "value": v, "fitted_range": fitted, "rows": test})
+            groups.append(
+                {"op_type": t, "field": field, "end": end, "values": held, "fitted_range": fitted, "rows": test}
+            )
     return groups
 
 
@@ -595,7 +604,8 @@ def off_range_groups(
 
 def unseen_hw_groups(ops: list[OpSpec], *, min_rows: int = HOLD_OUT_MIN_ROWS) -> list[dict[str, Any]]:
     """The held-out groups of the *unseen feature map* split: leave-one-``hw``-out over every input size of each op
-    type (same eligibility as :func:`off_range_groups`).
+    type (same eligibility as :func:`off_range_groups`); with more than :data:`UNSEEN_BINS` sizes, runs of
+    neighbouring sizes are held out together. Either way no fitted op of the type has a held-out size.
 
     Inner sizes count too: a 160 px network's maps (80, 40, 20, 10) lie inside
     a 224 px table's range (7..112) but none of them is in it, and a tree
@@ -625,7 +635,13 @@ def held_out_predict_ops(
     for g in groups:
         test = set(g["rows"])
         train = [i for i in range(len(ops)) if i not in test]
-        model = make_model(name, seed=seed, regressor=regressor).fit([ops[i] for i in train], ms[train])
+        model = make_model(name, seed=seed, regressor=regressor)
+        # a type that keeps its own regressor is fitted on its own rows only: the same fit, without refitting the
+        # other types' regressors for every group (they never predict the held-out rows)
+        own = [i for i in train if ops[i].type == g["op_type"]]
+        if len(own) >= model.min_rows_per_type:
+            train = own
+        model.fit([ops[i] for i in train], ms[train])
         model.ranges_ = None  # held out off the fitted sizes by design: no extrapolation warning here
         out.append({**g, "predicted_ms": model.predict_ops([ops[i] for i in g["rows"]])})
     return out

@@ -30,6 +30,7 @@ from latbench.predict.metrics import accuracy
 from latbench.predict.models import (
     HOLD_OUT_MIN_ROWS,
     OFF_RANGE_FIELDS,
+    UNSEEN_BINS,
     cross_val_predict_ops,
     fit_model,
     held_out_predict_ops,
@@ -232,8 +233,8 @@ def held_out_metrics(
         ),
         "ops_unseen_hw": (
             unseen_hw_groups(ops),
-            f"per op type with >= {HOLD_OUT_MIN_ROWS} rows, leave-one-hw-out over every input size, each group "
-            "predicted by a model fitted on all other rows",
+            f"per op type with >= {HOLD_OUT_MIN_ROWS} rows, leave-one-hw-out over every input size (at most "
+            f"{UNSEEN_BINS} groups of neighbouring sizes), each group predicted by a model fitted on all other rows",
         ),
     }
     out: dict[str, Any] = {}
@@ -248,7 +249,7 @@ def held_out_metrics(
             acc = accuracy(g["predicted_ms"], ms[g["rows"]])
             per_group.append(
                 {
-                    **{k: g[k] for k in ("op_type", "field", "end", "value", "fitted_range")},
+                    **{k: g[k] for k in ("op_type", "field", "end", "values", "fitted_range")},
                     **{k: acc[k] for k in ("n", "mape", "bias", "within_10")},
                 }
             )
