@@ -186,8 +186,8 @@ def _out_of_sample_metrics(
     seed: int,
     regressor: Any,
 ) -> dict[str, Any]:
-    """Cross-validated op metrics (overall and per op type), the off-range split, and, for a space's table,
-    arch-level metrics."""
+    """Cross-validated op metrics (overall and per op type), the held-out size splits (:func:`held_out_metrics`)
+    and, for a space's table, arch-level metrics."""
     oof = cross_val_predict_ops(model_name, ops, ms, folds=cv_folds, seed=seed, regressor=regressor)
     ok = np.isfinite(oof)
     metrics: dict[str, Any] = {
