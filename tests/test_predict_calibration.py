@@ -103,6 +103,11 @@ def test_train_calibrate_eval_end_to_end(home: Path, capsys, tmp_path: Path) -> 
     assert res["models"]["lut"]["bias"] < -0.005 < res["models"]["gbm"]["bias"] + 0.005
     assert res["models"]["gbm"]["within_5"] == 1.0
     assert res["retest"]["within_5"] == 1.0  # the fake device repeats itself
+    # each model's off-range figures on its own table, as stored at training (lut has none)
+    assert list(res["table_off_range"]) == ["gbm"]
+    assert res["table_off_range"]["gbm"] == {
+        k: v for k, v in saved["metrics"]["ops_off_range"].items() if k != "groups"
+    }
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
     assert len(summary["measured_ms"]) == 12 and summary["fingerprint"].startswith("fake-")
     png = (tmp_path / "ev" / "summary.png").read_bytes()

@@ -46,6 +46,10 @@ def test_shipped_predictor_matches_its_table(path) -> None:
     assert np.median(rel) < limit, (path.name, np.median(rel))
     ops_metrics = doc["metrics"]["ops"]
     assert 0 < ops_metrics["mape"] < 0.35 and ops_metrics["n"] >= 70
+    # the held-out size splits: the MBConv rows at the ends of hw and cout, and every hw held out in turn
+    off, unseen = doc["metrics"]["ops_off_range"], doc["metrics"]["ops_unseen_hw"]
+    assert (off["n"], unseen["n"]) == {"pixel1": (30, 69), "note10": (38, 91)}[device]
+    assert 0 < off["mape"] < 0.6 and len(off["groups"]) == 4
     assert doc["metrics"]["archs_vs_lut_sum"]["archs"] == 1000
 
 

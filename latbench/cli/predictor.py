@@ -13,7 +13,7 @@ from latbench import paths
 from latbench.cli import predictor_app
 from latbench.cli.common import ArchSeqOpt, JsonOpt, SeedOpt, console, emit, new_file, out, space_params
 from latbench.errors import LatbenchError
-from latbench.predict.models import MODEL_NAMES
+from latbench.predict.models import DEFAULT_MODEL, MODEL_NAMES
 from latbench.service import open_device
 
 
@@ -34,7 +34,13 @@ def predictor_train(
     table: Annotated[
         list[str], typer.Option(help="Training table (path or <device>/<space>); repeat to add sampled tables.")
     ],
-    model: Annotated[str, typer.Option(help=f"Model: {', '.join(MODEL_NAMES)}.")] = "xgboost",
+    model: Annotated[
+        str,
+        typer.Option(
+            help=f"Model: {', '.join(MODEL_NAMES)}. The default, linear (a power law per op type), "
+            "extrapolates to shapes the table lacks; tree models are flat there."
+        ),
+    ] = DEFAULT_MODEL,
     calib_archs: Annotated[
         int, typer.Option(min=0, help="Measure K random archs end to end to fit the glue (needs the device).")
     ] = 0,
@@ -102,6 +108,9 @@ def predictor_train(
         out.print(f"{target}: {model} on {result['rows']} rows of {', '.join(table)} (device {result['fingerprint']})")
         if "mape" in metrics.get("ops", {}):
             out.print("  " + _metric_line("ops (CV)", metrics["ops"]))
+        for key, label in (("ops_off_range", "ops off-range"), ("ops_unseen_hw", "ops unseen hw")):
+            if key in metrics:
+                out.print("  " + _metric_line(label, metrics[key]))
         if "archs_vs_lut_sum" in metrics:
             out.print("  " + _metric_line("archs vs LUT", metrics["archs_vs_lut_sum"]))
         if calib_archs or calib_from:
@@ -146,6 +155,7 @@ def predictor_eval(
     from latbench.device import now_iso
     from latbench.predict.evaluate import evaluate_archs, scatter_plot
     from latbench.predict.io import load_predictor
+    from latbench.predict.training import stored_held_out
     from latbench.spaces import load_archs
 
     archs = arch
@@ -203,6 +213,7 @@ def predictor_eval(
         "scatter_png": str(png),
         "n_archs": len(arch_list),
         "models": {n: {k: v for k, v in r.items() if k != "predicted_ms"} for n, r in res["models"].items()},
+        "table_off_range": {n: off for n, m in models.items() if (off := stored_held_out(m.meta)) is not None},
     }
     if retest:
         brief["retest"] = {k: v for k, v in res["retest"].items() if k != "measured_ms"}
@@ -215,6 +226,8 @@ def predictor_eval(
         )
         for n, r in res["models"].items():
             out.print("  " + _metric_line(n, r))
+        for n, off in brief["table_off_range"].items():  # each model on its own table's ops off the table's sizes
+            out.print("  " + _metric_line(f"{n} (table, off-range ops)", off))
         if calib:
             out.print(f"  (each model's glue refitted on {len(calib)} other archs measured in the same run)")
         if retest:

@@ -15,6 +15,11 @@ Op types with fewer than ``min_rows_per_type`` training rows share one
 regressor fitted on all rows (the type one-hots tell them apart); an op type
 the model never saw raises one clear line instead of guessing.
 Whole networks are the calibrated sum of op predictions (``OpSumModel``).
+
+The default model is ``linear`` (:data:`DEFAULT_MODEL`): fitted on log sizes,
+it is a power law per op type and keeps scaling off its table (another
+resolution or width), where trees are flat. The held-out size splits
+(:func:`off_range_groups`, :func:`unseen_hw_groups`) measure exactly that.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ from latbench.spaces import SearchSpace
 from latbench.table import LatencyTable
 
 MODEL_NAMES = ("lut", "flops-linear", "linear", "random-forest", "gbm", "xgboost")
+#: the model ``latbench predictor train`` fits unless told otherwise: off the table's sizes (another resolution or
+#: width) it is the most accurate of these, and close to the best inside them (figures in predictors/README.md)
+DEFAULT_MODEL = "linear"
 SHARED = "*"  # the regressor shared by rare op types
 
 
@@ -292,10 +300,15 @@ def warn_outside(name: str, ops: list[OpSpec], ranges: dict[str, Any] | None) ->
         from latbench.progress import message
 
         key, why = next(iter(bad.items()))
+        how = (
+            "a power law there (ops_off_range in its metrics says how well that held on its table)"
+            if name in ("linear", "flops-linear")
+            else "tree models are flat there: train `--model linear`, which extrapolates as a power law"
+        )
         message(
             f"warning: predictor {name!r} extrapolates for {len(bad)} op(s) outside its training table's sizes "
-            f"(e.g. {key}: {', '.join(why)}); tree models are flat there: prefer an emulated device "
-            "(`latbench calibrate`) for shapes the table never had",
+            f"(e.g. {key}: {', '.join(why)}); {how}, or prefer an emulated device (`latbench calibrate`) "
+            "for shapes the table never had",
             stream="err",
         )
     return list(bad)
@@ -535,3 +548,100 @@ def cross_val_predict_ops(
         if ok:
             pred[ok] = model.predict_ops([ops[i] for i in ok])
     return pred
+
+
+# ----------------------------------------------------------------------------- held-out size splits
+#: the sizes whose extreme values the off-range split holds out: input feature map and output channels
+OFF_RANGE_FIELDS = ("hw", "cout")
+#: an op type is held out only with at least this many rows and 3 distinct values of the size (room to hold out)
+HOLD_OUT_MIN_ROWS = 12
+#: the unseen-size split holds out at most this many groups of sizes per op type (a sampled table has dozens of
+#: map sizes: one fit per size would cost more than the training)
+UNSEEN_BINS = 5
+
+
+def _size_groups(ops: list[OpSpec], field: str, ends_only: bool, min_rows: int) -> list[dict[str, Any]]:
+    """Per op type with ``min_rows`` rows and 3+ distinct values of ``field``: groups of its rows to hold out, with
+    the range of ``field`` left to fit on. ``ends_only``: the rows at the smallest and at the largest value; else
+    every value, in at most :data:`UNSEEN_BINS` runs of neighbouring values (one value each when there are few)."""
+    groups = []
+    for t in sorted({o.type for o in ops}):
+        rows = [i for i, o in enumerate(ops) if o.type == t]
+        values = sorted({float(getattr(ops[i], field)) for i in rows})
+        if len(rows) < min_rows or len(values) < 3:
+            continue
+        if ends_only:
+            picked = [[values[0]], [values[-1]]]
+        else:
+            picked = [[float(v) for v in b] for b in np.array_split(values, min(UNSEEN_BINS, len(values)))]
+        for held in picked:
+            rest = [x for x in values if x not in held]
+            end = "smallest" if held[0] == values[0] else "largest" if held[-1] == values[-1] else "inside"
+            test = [i for i in rows if float(getattr(ops[i], field)) in held]
+            fitted = [rest[0], rest[-1]]
+            groups.append(
+                {"op_type": t, "field": field, "end": end, "values": held, "fitted_range": fitted, "rows": test}
+            )
+    return groups
+
+
+def off_range_groups(
+    ops: list[OpSpec], *, fields: tuple[str, ...] = OFF_RANGE_FIELDS, min_rows: int = HOLD_OUT_MIN_ROWS
+) -> list[dict[str, Any]]:
+    """The held-out groups of the *off-range* split: every held-out op lies outside the fitted rows' range.
+
+    Rule: for every op type with at least ``min_rows`` rows and, per size in
+    ``fields`` (input feature map ``hw``, output channels ``cout``), at least 3
+    distinct values of that size, two groups: the type's rows at the smallest
+    value and its rows at the largest. Each group is predicted by a model fitted
+    on every other row, so its ops lie outside the fitted range of that size for
+    their type (``fitted_range``), as the ops of a network at another resolution
+    or width lie outside the table. Types with fewer rows (stem, head,
+    classifier: one to three rows each) have no room to hold a group out.
+    """
+    return [g for f in fields for g in _size_groups(ops, f, True, min_rows)]
+
+
+def unseen_hw_groups(ops: list[OpSpec], *, min_rows: int = HOLD_OUT_MIN_ROWS) -> list[dict[str, Any]]:
+    """The held-out groups of the *unseen feature map* split: leave-one-``hw``-out over every input size of each op
+    type (same eligibility as :func:`off_range_groups`); with more than :data:`UNSEEN_BINS` sizes, runs of
+    neighbouring sizes are held out together. Either way no fitted op of the type has a held-out size.
+
+    Inner sizes count too: a 160 px network's maps (80, 40, 20, 10) lie inside
+    a 224 px table's range (7..112) but none of them is in it, and a tree
+    model is a step function between the sizes it saw.
+    """
+    return _size_groups(ops, "hw", False, min_rows)
+
+
+def held_out_predict_ops(
+    name: str,
+    ops: list[OpSpec],
+    ms: np.ndarray,
+    groups: list[dict[str, Any]],
+    *,
+    seed: int = 0,
+    regressor: Any = None,
+) -> list[dict[str, Any]]:
+    """Each of ``groups`` with ``predicted_ms``: its rows predicted by a model fitted on every other row.
+
+    Unlike K-fold cross-validation (held-out ops surrounded by training ops of
+    the same sizes), this is what a model does on shapes its table never had.
+    """
+    if name == "lut" and regressor is None:
+        raise LatbenchError("the lut model cannot predict ops it has not seen; held-out splits do not apply")
+    ms = np.asarray(ms, dtype=np.float64)
+    out = []
+    for g in groups:
+        test = set(g["rows"])
+        train = [i for i in range(len(ops)) if i not in test]
+        model = make_model(name, seed=seed, regressor=regressor)
+        # a type that keeps its own regressor is fitted on its own rows only: the same fit, without refitting the
+        # other types' regressors for every group (they never predict the held-out rows)
+        own = [i for i in train if ops[i].type == g["op_type"]]
+        if len(own) >= model.min_rows_per_type:
+            train = own
+        model.fit([ops[i] for i in train], ms[train])
+        model.ranges_ = None  # held out off the fitted sizes by design: no extrapolation warning here
+        out.append({**g, "predicted_ms": model.predict_ops([ops[i] for i in g["rows"]])})
+    return out

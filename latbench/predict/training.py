@@ -2,10 +2,16 @@
 
 :func:`train_predictor` is what ``latbench predictor train`` runs. The
 metrics it stores are out-of-sample: op-level accuracy from K-fold
-cross-validation over the table rows, and (when the table covers a search
-space) arch-level accuracy of those out-of-fold op predictions summed over
-1,000 random archs against the table's own LUT sums. End-to-end accuracy on
-measured networks comes from ``latbench predictor eval``.
+cross-validation over the table rows (``ops``); op-level accuracy off the
+table's sizes (``ops_off_range``: the rows at the smallest and the largest
+input size and output width of each op type, each group predicted by a model
+fitted on all other rows, so every held-out op lies outside the fitted range);
+the same for every input size held out in turn (``ops_unseen_hw``: a network
+at another resolution has maps inside the table's range that the table never
+had); and, when the table covers a search space, arch-level accuracy of the
+out-of-fold op predictions summed over 1,000 random archs against the table's
+own LUT sums. End-to-end accuracy on measured networks comes from
+``latbench predictor eval``.
 """
 
 from __future__ import annotations
@@ -21,7 +27,17 @@ from latbench.errors import LatbenchError
 from latbench.ops import OpSpec
 from latbench.predict.glue import fit_glue_on, load_measurements, measure_and_fit_glue
 from latbench.predict.metrics import accuracy
-from latbench.predict.models import cross_val_predict_ops, fit_model, table_rows
+from latbench.predict.models import (
+    HOLD_OUT_MIN_ROWS,
+    OFF_RANGE_FIELDS,
+    UNSEEN_BINS,
+    cross_val_predict_ops,
+    fit_model,
+    held_out_predict_ops,
+    off_range_groups,
+    table_rows,
+    unseen_hw_groups,
+)
 from latbench.spaces import SPACES, SearchSpace, get_space
 from latbench.table import LatencyTable
 
@@ -170,7 +186,8 @@ def _out_of_sample_metrics(
     seed: int,
     regressor: Any,
 ) -> dict[str, Any]:
-    """Cross-validated op metrics (overall and per op type) and, for a space's table, arch-level metrics."""
+    """Cross-validated op metrics (overall and per op type), the held-out size splits (:func:`held_out_metrics`)
+    and, for a space's table, arch-level metrics."""
     oof = cross_val_predict_ops(model_name, ops, ms, folds=cv_folds, seed=seed, regressor=regressor)
     ok = np.isfinite(oof)
     metrics: dict[str, Any] = {
@@ -182,6 +199,7 @@ def _out_of_sample_metrics(
         if sel.sum() >= 3:
             per_type[t] = accuracy(oof[sel], ms[sel])
     metrics["ops_per_type"] = per_type
+    metrics.update(held_out_metrics(model_name, ops, ms, seed=seed, regressor=regressor))
     if space is not None:
         # an op whose type has a single row cannot be predicted out of fold: use the full model there
         lone = np.flatnonzero(~ok)
@@ -194,6 +212,59 @@ def _out_of_sample_metrics(
         if arch is not None:
             metrics["archs_vs_lut_sum"] = arch
     return metrics
+
+
+def held_out_metrics(
+    model_name: str, ops: list[OpSpec], ms: np.ndarray, *, seed: int = 0, regressor: Any = None
+) -> dict[str, Any]:
+    """Accuracy on the two held-out size splits of :mod:`latbench.predict.models`: ``ops_off_range`` (the rows at
+    the smallest and the largest ``hw`` and ``cout`` of each op type) and ``ops_unseen_hw`` (leave-one-``hw``-out).
+
+    Each is pooled over every held-out prediction (an op at two ends, e.g. the
+    smallest map and the widest output, counts twice) with per-group figures;
+    a split is absent when no op type has the rows to hold a group out.
+    """
+    splits = {
+        "ops_off_range": (
+            off_range_groups(ops),
+            f"per op type with >= {HOLD_OUT_MIN_ROWS} rows, its rows at the smallest and at the largest "
+            f"{' and '.join(OFF_RANGE_FIELDS)}, each group predicted by a model fitted on all other rows "
+            "(every held-out op lies outside the fitted range)",
+        ),
+        "ops_unseen_hw": (
+            unseen_hw_groups(ops),
+            f"per op type with >= {HOLD_OUT_MIN_ROWS} rows, leave-one-hw-out over every input size (at most "
+            f"{UNSEEN_BINS} groups of neighbouring sizes), each group predicted by a model fitted on all other rows",
+        ),
+    }
+    out: dict[str, Any] = {}
+    for key, (groups, method) in splits.items():
+        if not groups:
+            continue
+        done = held_out_predict_ops(model_name, ops, ms, groups, seed=seed, regressor=regressor)
+        pred = np.concatenate([g["predicted_ms"] for g in done])
+        truth = np.concatenate([ms[g["rows"]] for g in done])
+        per_group = []
+        for g in done:
+            acc = accuracy(g["predicted_ms"], ms[g["rows"]])
+            per_group.append(
+                {
+                    **{k: g[k] for k in ("op_type", "field", "end", "values", "fitted_range")},
+                    **{k: acc[k] for k in ("n", "mape", "bias", "within_10")},
+                }
+            )
+        out[key] = {"method": method, **accuracy(pred, truth), "groups": per_group}
+    return out
+
+
+def stored_held_out(meta: dict[str, Any], key: str = "ops_off_range") -> dict[str, float] | None:
+    """The pooled figures of held-out split ``key`` recorded in a loaded predictor's metrics (no per-group list), or
+    None when the file has none (trained before the split existed, or not a regression model) or they are malformed."""
+    rec = (meta.get("metrics") or {}).get(key) if isinstance(meta.get("metrics"), dict) else None
+    need = ("n", "rmse_ms", "mape", "within_5", "within_10", "spearman", "kendall")
+    if not isinstance(rec, dict) or not all(isinstance(rec.get(k), (int, float)) for k in need):
+        return None
+    return {k: v for k, v in rec.items() if k != "groups"}
 
 
 def _training_record(
