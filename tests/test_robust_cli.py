@@ -232,7 +232,7 @@ def test_the_refusals_say_what_is_wrong(
         "profile-exists-no-force": "pass --force",
         "build-min-time-nan": "'--min-time': nan",
         "train-cv-folds-zero": "'--cv-folds'",
-        "calibrate-shots-zero": "'--shots'",
+        "calibrate-shots-zero": "--shots must be at least 1",
         "predict-onnx-empty": "empty",
         "predict-onnx-dynamic": "no fixed shape",
         "predict-onnx-batch-0": "batch 0",
