@@ -224,10 +224,11 @@ def _check_predictor_warning(rec: _Recorder, fit_model, outside_range) -> None:
 def test_torch_cpu_as_phone_new_resolution(home: Path) -> None:
     """torch-cpu plays the phone: mobile-1t calibrated on its 224 px table only predicts its 160 px ops and networks.
 
-    On the shared 2-core machine the targets (85 % of ops, 95 % of networks within 10 %) are NOT reached: two runs
-    gave networks within 10 % median 94.5 % and 5.5 %, ops 36 % and below, because the reference's own 224 and
-    160 px tables, built minutes apart under different load, disagree with each other (12-13 of 66 kernel-order
-    inversions in each torch-cpu table). Guarded here: the transfer beats one scale factor on the new shapes.
+    Measured with the tables built on one core of the shared 2-core machine (`extrapolate --shots all`): 200 random
+    160 px networks 100 % within 10 % (target 95 %: met); ops 47 % (target 85 %: NOT met; the calibration model
+    fitted on the 160 px truth itself reaches 76 %, torch-cpu's eager per-op times are not a per-op function of
+    ONNX Runtime's). With 10 shots over 20 seeds: networks median 100 %, worst 80.5 %. Guarded here: networks
+    within 10 % with the whole 224 table, and the transfer beats one scale factor on the new ops.
     """
     from latbench.emulation.extrapolate import extrapolate
 
@@ -248,3 +249,7 @@ def test_torch_cpu_as_phone_new_resolution(home: Path) -> None:
     out = extrapolate(tables["m1t", 224], tables["tc", 224], tables["m1t", 160], tables["tc", 160], 10, list(range(5)))
     assert out["new_ops"] == 70 and out["archs"] == 200
     assert out["ops_within_10"]["median"] > out["ops_naive_within_10"]["median"]
+    from latbench.emulation.transfer import ALL_SHOTS
+
+    whole = extrapolate(tables["m1t", 224], tables["tc", 224], tables["m1t", 160], tables["tc", 160], ALL_SHOTS, [0])
+    assert whole["archs_within_10"]["median"] >= 0.9
