@@ -40,6 +40,26 @@ def test_shipped_published_dataset_loads_with_provenance() -> None:
     assert pixel3.fingerprint == load_dataset(PUBLISHED, "pixel3").fingerprint
 
 
+def test_shipped_host_dataset_is_every_distinct_network_measured_with_one_sentinel_reference() -> None:
+    host = load_dataset("nb201/host-torch-cpu")
+    s = get_space("nb201")
+    assert sorted(host.archs) == sorted(s.arch_str(a) for a in distinct_archs(s, all_archs=True))
+    assert host.provenance["kind"] == "measured" and host.provenance["sentinel_ref_ms"] > 0
+    assert host.provenance["timing"]["drift"] == "sentinel"
+    assert host.device["fingerprint"]["id"].startswith("torch-cpu-")
+    assert host.space_params == {"channels": 16, "cells": 5, "num_classes": 100, "resolution": 32}
+
+    # measured, not made up: it ranks networks like a published phone does (Spearman 0.77 with pixel3) and unlike a
+    # batch-1 GPU (0.33 with 1080ti_1)
+    def rank_corr(other: str) -> float:
+        pub = load_dataset(f"nb201/published-13:{other}")
+        by_arch = dict(zip(pub.archs, pub.ms, strict=True))
+        ref = np.array([by_arch[a] for a in host.archs])
+        return float(np.corrcoef(np.argsort(np.argsort(host.ms)), np.argsort(np.argsort(ref)))[0, 1])
+
+    assert 0.7 < rank_corr("pixel3") < 0.99 and rank_corr("1080ti_1") < 0.5
+
+
 def test_import_writes_one_dataset_per_device(tmp_path: Path) -> None:
     written = import_published(PUBLISHED, "nb201", tmp_path, citation="HELP")
     assert sorted(p.stem for p in written) == sorted(d.name for d in load_datasets(PUBLISHED))
