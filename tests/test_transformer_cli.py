@@ -50,6 +50,11 @@ def test_table_build_at_seq_64_times_ops_at_sequence_64(home: Path, capsys, tmp_
     recorded.write_text(json.dumps(arch))
     code, _, err = run_cli(capsys, "lut-sum", "--table", path, "--arch", recorded, "--space", "bert", "--seq", "32")
     assert code == 2 and "seq=64" in err and "seq=32" in err and err.count("\n") == 1
+    # a predictor of the seq-64 table gets a default name of its own, next to one of the seq-128 table
+    code, out, err = run_cli(capsys, "predictor", "train", "--table", path, "--model", "lut", "--json")
+    assert code == 0, err
+    pred = home / "predictors" / "torch-cpu" / "bert-seq64-lut.json"
+    assert json.loads(out)["path"] == str(pred) and pred.is_file()
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,17 @@ import typer
 
 from latbench import paths
 from latbench.cli import predictor_app
-from latbench.cli.common import ArchSeqOpt, JsonOpt, SeedOpt, console, emit, new_file, out, space_params
+from latbench.cli.common import (
+    ArchSeqOpt,
+    JsonOpt,
+    SeedOpt,
+    console,
+    emit,
+    new_file,
+    out,
+    space_params,
+    space_tag,
+)
 from latbench.errors import LatbenchError
 from latbench.predict.models import DEFAULT_MODEL, MODEL_NAMES
 from latbench.service import open_device
@@ -70,7 +80,10 @@ def predictor_train(
     from latbench.predict.training import space_of_tables
 
     space = space_of_tables(tables)
-    new_file(out_path or default_predictor_path(dev_name, space.name if space else tables[0].space, model), force)
+    # a bert table of another sequence length gets its own default file, as tables do (bert-seq256-lut.json)
+    spaced = next((t for t in tables if space is not None and t.space == space.name), None)
+    tag = space_tag(spaced.space, spaced.space_params) if spaced else None
+    new_file(out_path or default_predictor_path(dev_name, tag, model), force)
     backend = None
     sentinel = None
     dev_record = tables[0].device
@@ -90,7 +103,7 @@ def predictor_train(
         progress=not as_json,
         calib_from=str(calib_from) if calib_from else None,
     )
-    target = out_path or default_predictor_path(dev_name, m.meta.get("space"), model)
+    target = out_path or default_predictor_path(dev_name, tag, model)
     new_file(target, force)
     save_predictor(m, target)
     metrics = m.meta["metrics"]
