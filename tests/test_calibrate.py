@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -208,6 +209,110 @@ def test_cli_calibrate_bad_inputs(fake_table: LatencyTable, home: Path, capsys) 
     assert rc == 2 and "not found" in capsys.readouterr().err
 
 
+def test_cli_emulation_sweep_reports_every_seed(fake_table: LatencyTable, home: Path, capsys) -> None:
+    """`latbench emulation sweep`: one calibration per shot seed, the same as `calibrate --seed S`, and the
+    median / worst / mean over seeds are those of the per-seed figures."""
+    args = ["emulation", "sweep", "--table", str(fake_table.path), "--reference", str(PIXEL1_YAML)]
+    assert main([*args, "--seeds", "0-2", "--n-archs", "20", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["seeds"] == [0, 1, 2] and [r["seed"] for r in res["per_seed"]] == [0, 1, 2]
+    assert all(len(r["shots"]) == 10 and r["unseen_ops"] == 60 and r["archs"] == 20 for r in res["per_seed"])
+    assert len({tuple(r["shots"]) for r in res["per_seed"]}) == 3  # the seed moves the shots
+    vals = [r["unseen_ops_within_10"] for r in res["per_seed"]]
+    assert res["unseen_ops_within_10"] == {
+        "median": pytest.approx(float(np.median(vals))),
+        "worst": min(vals),
+        "mean": pytest.approx(float(np.mean(vals))),
+    }
+    # seed 1 of the sweep is `calibrate --seed 1`
+    assert (
+        main(
+            [
+                "calibrate",
+                "--table",
+                str(fake_table.path),
+                "--reference",
+                str(PIXEL1_YAML),
+                "--seed",
+                "1",
+                "--n-archs",
+                "20",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    m = json.loads(capsys.readouterr().out)["calibration"]
+    assert m["shots"] == res["per_seed"][1]["shots"]
+    assert m["metrics"]["unseen_ops"]["within_10"] == pytest.approx(res["per_seed"][1]["unseen_ops_within_10"])
+    # people get one line per seed and the summary
+    assert main([*args, "--seeds", "4,7", "--n-archs", "0"]) == 0
+    text = capsys.readouterr().out
+    assert "seed   4" in text and "seed   7" in text and "unseen ops  median" in text
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["--seeds", "5-1"], "--seeds must look like"),
+        (["--seeds", ","], "names no seed"),
+        (["--shot-keep", "0"], "--shot-keep"),
+        (["--shot-keep", "1.5"], "--shot-keep"),
+        (["--model", "bogus"], "unknown --model"),
+        (["--stat", "p99"], "unknown --stat"),
+        (["--shots", "0"], "--shots"),
+        (["--shots", "70"], "shares only"),
+    ],
+)
+def test_cli_emulation_sweep_bad_inputs(fake_table: LatencyTable, capsys, extra: list[str], says: str) -> None:
+    rc = main(["emulation", "sweep", "--table", str(fake_table.path), "--reference", str(PIXEL1_YAML), *extra])
+    err = capsys.readouterr().err
+    assert rc == 2 and says in err and err.count("latbench: error:") == 1 and "Traceback" not in err
+
+
+def test_cli_emulation_extrapolate_scores_the_new_shapes(home: Path, capsys) -> None:
+    """`latbench emulation extrapolate`: fit on the reference's 224 px table, score its 160 px ops and networks."""
+    tables = {}
+    for dev in ("emu", "phone"):
+        be = get_backend("fake", device=dev)
+        for res in (224, 160):
+            space = get_space("proxyless-mobile", resolution=res)
+            tables[dev, res], _ = build_table(
+                be,
+                space.vocabulary,
+                home / "tables" / dev / f"pm-{res}.json",
+                device={"name": dev, "backend": "fake", "settings": be.settings},
+                space=space.name,
+                space_params=space.params,
+            )
+    args = [
+        "emulation",
+        "extrapolate",
+        "--table",
+        str(tables["emu", 224].path),
+        "--reference",
+        str(tables["phone", 224].path),
+        "--new-table",
+        str(tables["emu", 160].path),
+        "--truth",
+        str(tables["phone", 160].path),
+        "--n-archs",
+        "30",
+    ]
+    assert main([*args, "--shots", "all", "--seeds", "0", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["new_ops"] == 70 and res["archs"] == 30 and res["truth_space"][1]["resolution"] == 160
+    (row,) = res["per_seed"]
+    assert len(row["shots"]) == 70  # --shots all: the whole 224 table, nothing of the 160 one
+    assert row["ops"]["n"] == 70 and 0 <= row["ops"]["within_10"] <= 1
+    assert res["ops_within_10"]["median"] == row["ops"]["within_10"]
+    assert main([*args, "--shots", "10", "--seeds", "0-1"]) == 0
+    text = capsys.readouterr().out
+    assert "predicting" in text and "seed   1" in text and re.search(r"networks +median", text)
+    assert main([*args, "--shots", "none"]) == 2
+    assert "--shots must be a whole number or 'all'" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------ the real thing (slow)
 @pytest.mark.slow
 def test_ort_mobile_calibrates_to_pixel1(home: Path, capsys) -> None:
@@ -224,3 +329,11 @@ def test_ort_mobile_calibrates_to_pixel1(home: Path, capsys) -> None:
     assert m["unseen_ops"]["within_10"] >= 0.70 > m["unseen_ops_naive_scale"]["within_10"]
     assert m["arch_lut_sums"]["within_10"] >= 0.90
     assert m["unseen_ops"]["spearman"] > 0.95
+    # the same table over shot seeds 0-4: the command the emulation docs give for the figures
+    rc = main(
+        ["emulation", "sweep", "--table", str(table), "--reference", str(PIXEL1_YAML), "--seeds", "0-4", "--json"]
+    )
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["unseen_ops_within_10"]["median"] >= 0.75 > res["unseen_ops_naive_within_10"]["median"]
+    assert res["arch_sums_within_10"]["worst"] >= 0.90

@@ -1,4 +1,5 @@
-"""Commands of the emulation part: ``latbench calibrate`` and ``latbench lut-check``."""
+"""Commands of the emulation part: ``latbench calibrate``, ``latbench emulation sweep|extrapolate`` and
+``latbench lut-check``."""
 
 from __future__ import annotations
 
@@ -29,31 +30,19 @@ from latbench.cli.common import (
 from latbench.errors import LatbenchError, TableError
 from latbench.service import open_device
 
+emulation_app = typer.Typer(
+    help="How far a calibrated emulator can be trusted: over shot seeds, and at shapes the phone never published.",
+    no_args_is_help=True,
+)
+
 
 def register(app: typer.Typer) -> None:
     app.command("calibrate")(calibrate_cmd)
+    app.add_typer(emulation_app, name="emulation")
     app.command("lut-check")(lut_check)
 
 
 # ----------------------------------------------------------------------------- calibrate
-def _emulator_backend(table: Any) -> Any:
-    """The backend that made ``table``, rebuilt from its recorded settings; ``None`` when this is not that device."""
-    from latbench.backends import get_backend
-
-    dev = table.device or {}
-    name = dev.get("backend") or table.fingerprint.get("backend")
-    if not name or name in ("published", "calibrated", "emulated"):
-        raise LatbenchError(f"table {table.path} was not measured on an emulator backend (it is {name!r})")
-    try:
-        backend = get_backend(name, **{k: v for k, v in (dev.get("settings") or {}).items() if v is not None})
-    except LatbenchError:
-        return None
-    if backend.fingerprint().id != table.fingerprint_id:
-        backend.close()
-        return None
-    return backend
-
-
 def calibrate_cmd(
     table: Annotated[str, typer.Option(help="Emulator table (path or <device>/<space>), e.g. from mobile-1t.")],
     reference: Annotated[
@@ -92,22 +81,16 @@ def calibrate_cmd(
     """Fit emulated latencies to a real device's table on K reference ops; report accuracy on the unseen ones."""
     from latbench.device import DeviceProfile, now_iso
     from latbench.emulation.transfer import (
-        DEFAULT_MODEL,
-        MODELS,
-        STATS,
         CalibratedLatency,
         calibrate,
+        emulator_backend,
         load_reference,
         parse_shots,
     )
     from latbench.table import LatencyTable
 
     n_shots = parse_shots(shots)
-    model = model or DEFAULT_MODEL
-    if model not in (*MODELS, "auto"):
-        raise LatbenchError(f"unknown --model {model!r}; use auto or one of {', '.join(MODELS)}")
-    if stat not in STATS:
-        raise LatbenchError(f"unknown --stat {stat!r}; use one of {', '.join(STATS)}")
+    model = _check_model(model, stat)
     emu_table = LatencyTable.load(table)
     ref = load_reference(reference, fmt)
     out_path = None if name is None else paths.write_dir("devices") / f"{name}.toml"
@@ -118,7 +101,7 @@ def calibrate_cmd(
     if emu_table.path is None:
         raise TableError(f"table {table} has no file")
     parts_path = parts or emu_table.path.with_name(emu_table.path.stem + ".parts.json")
-    backend = _emulator_backend(emu_table)
+    backend = emulator_backend(emu_table)
     with progress_bar("op parts", enabled=not as_json) as update:
         cal, emu = calibrate(
             emu_table,
@@ -175,6 +158,164 @@ def calibrate_cmd(
         for k in ("profile", "predicted_table"):
             if k in result:
                 console.print(f"wrote {result[k]}")
+
+    emit(as_json, result, human)
+
+
+# ----------------------------------------------------------------------------- emulation sweep / extrapolate
+_TableOpt = Annotated[str, typer.Option(help="Emulator table (path or <device>/<space>), e.g. from mobile-1t.")]
+_SeedsOpt = Annotated[str, typer.Option(help="Shot seeds: a range 0-19 or a list 0,3,5.")]
+_ModelOpt = Annotated[str | None, typer.Option(help="Transfer model: time-roofline (default), auto, or a name.")]
+_NArchsOpt = Annotated[int, typer.Option(min=0, help="Random archs of the reference space whose sums are scored.")]
+_PartsOpt = Annotated[Path | None, typer.Option(help="Table of op parts (default: <table>.parts.json).")]
+
+
+def _share(value: float) -> float:
+    """A share of a whole: above 0, at most 1."""
+    if not (math.isfinite(value) and 0 < value <= 1):
+        raise typer.BadParameter(f"{value} is not a share above 0 and at most 1")
+    return value
+
+
+def _check_model(model: str | None, stat: str = "p25") -> str:
+    """The transfer model (default filled in) and the emulator statistic, refused in one line when unknown."""
+    from latbench.emulation.transfer import DEFAULT_MODEL, MODELS, STATS
+
+    model = model or DEFAULT_MODEL
+    if model not in (*MODELS, "auto"):
+        raise LatbenchError(f"unknown --model {model!r}; use auto or one of {', '.join(MODELS)}")
+    if stat not in STATS:
+        raise LatbenchError(f"unknown --stat {stat!r}; use one of {', '.join(STATS)}")
+    return model
+
+
+def _seed_summary(result: dict[str, Any], rows: list[tuple[str, str]]) -> None:
+    """Median, worst and mean over the seeds of each within-10 % share in ``rows`` (result key, label)."""
+    for key, label in rows:
+        s = result.get(key) or {}
+        if s.get("median") is not None:
+            med, worst, mean = (100 * s[k] for k in ("median", "worst", "mean"))
+            out.print(f"{label:<11} median {med:.1f}%  worst {worst:.1f}%  mean {mean:.1f}%")
+
+
+@emulation_app.command("sweep")
+def emulation_sweep(
+    table: _TableOpt,
+    reference: Annotated[
+        Path, typer.Option(help="Reference device's table: a published YAML LUT or a latbench table.")
+    ],
+    shots: Annotated[int, typer.Option(min=1, help="Reference ops each fit may see.")] = 10,
+    seeds: _SeedsOpt = "0-19",
+    fmt: Annotated[str | None, typer.Option("--format", help="Format of a YAML reference: proxyless or ofa.")] = None,
+    model: _ModelOpt = None,
+    stat: Annotated[str, typer.Option(help="Emulator number per row: p25, p10, min or median.")] = "p25",
+    n_archs: _NArchsOpt = 200,
+    parts: _PartsOpt = None,
+    shot_keep: Annotated[
+        float,
+        typer.Option(callback=_share, help="Share of candidate shots kept by the emulator's confidence (1: all)."),
+    ] = 1.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Calibrate once per shot seed; per seed and over seeds: unseen ops and random networks within 10%."""
+    from latbench.emulation.sweep import parse_seeds, sweep
+    from latbench.emulation.transfer import emulator_backend, load_reference
+    from latbench.table import LatencyTable
+
+    model = _check_model(model, stat)
+    seed_list = parse_seeds(seeds)
+    emu_table = LatencyTable.load(table)
+    ref = load_reference(reference, fmt)
+    if emu_table.path is None:
+        raise TableError(f"table {table} has no file")
+    backend = emulator_backend(emu_table)
+    try:
+        result = sweep(
+            emu_table,
+            ref,
+            shots,
+            seed_list,
+            model=model,
+            stat=stat,
+            n_archs=n_archs,
+            parts_path=parts or emu_table.path.with_name(emu_table.path.stem + ".parts.json"),
+            backend=backend,
+            shot_keep=shot_keep,
+            show_progress=not as_json,
+        )
+    finally:
+        if backend is not None:
+            backend.close()
+
+    def human() -> None:
+        out.print(f"{result['table']} -> {result['reference']}: {shots} shots, model {result['model']}, stat {stat}")
+        for r in result["per_seed"]:
+            arch = r["arch_sums_within_10"]
+            out.print(
+                f"seed {r['seed']:3d}  unseen ops within 10% {100 * r['unseen_ops_within_10']:5.1f}%  "
+                f"(one scale {100 * r['unseen_ops_naive_within_10']:5.1f}%)  arch sums within 10% "
+                + (f"{100 * arch:5.1f}%" if arch is not None else "  n/a")
+            )
+        _seed_summary(result, [("unseen_ops_within_10", "unseen ops"), ("arch_sums_within_10", "arch sums")])
+
+    emit(as_json, result, human)
+
+
+@emulation_app.command("extrapolate")
+def emulation_extrapolate(
+    table: Annotated[str, typer.Option(help="Emulator table of the reference's shapes (e.g. 224 px).")],
+    reference: Annotated[Path, typer.Option(help="Reference device's table: the only one the fit sees.")],
+    new_table: Annotated[str, typer.Option(help="Emulator table of the new shapes (another resolution or width).")],
+    truth: Annotated[Path, typer.Option(help="Reference device's table of the new shapes (only to score).")],
+    shots: Annotated[
+        str, typer.Option(help="Reference ops the fit sees: a number, or 'all' (its whole table).")
+    ] = "10",
+    seeds: _SeedsOpt = "0-19",
+    model: _ModelOpt = None,
+    n_archs: _NArchsOpt = 200,
+    parts: _PartsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Calibrate on the reference's table only; score its ops and networks at shapes it never published."""
+    from latbench.emulation.extrapolate import extrapolate
+    from latbench.emulation.sweep import parse_seeds
+    from latbench.emulation.transfer import load_reference, parse_shots
+    from latbench.table import LatencyTable
+
+    model = _check_model(model)
+    n_shots = parse_shots(shots)
+    seed_list = parse_seeds(seeds)
+    emu_table = LatencyTable.load(table)
+    new = LatencyTable.load(new_table)
+    ref, true = load_reference(reference), load_reference(truth)
+    parts_path = parts or (emu_table.path.with_name(emu_table.path.stem + ".parts.json") if emu_table.path else None)
+    result = extrapolate(
+        emu_table,
+        ref,
+        new,
+        true,
+        n_shots,
+        seed_list,
+        model=model,
+        n_archs=n_archs,
+        parts_path=parts_path if parts_path is not None and parts_path.exists() else None,
+        show_progress=not as_json,
+    )
+
+    def human() -> None:
+        out.print(f"calibrated {result['table']} -> {result['reference']} ({shots} shots, model {result['model']})")
+        out.print(
+            f"predicting {result['truth']} ({result['new_ops']} ops, {result['archs']} networks) "
+            f"from {result['new_table']}"
+        )
+        for r in result["per_seed"]:
+            a = r.get("archs", {}).get("within_10")
+            out.print(
+                f"seed {r['seed']:3d}  ops within 10% {100 * r['ops']['within_10']:5.1f}% "
+                f"(one scale {100 * r['ops_naive_scale']['within_10']:5.1f}%)  networks within 10% "
+                + (f"{100 * a:5.1f}%" if a is not None else "n/a")
+            )
+        _seed_summary(result, [("ops_within_10", "ops"), ("archs_within_10", "networks")])
 
     emit(as_json, result, human)
 

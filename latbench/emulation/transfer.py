@@ -32,8 +32,8 @@ times most surely, ``shot_keep`` < 1 with :func:`emulator_doubt`), grouped
 by position (input size, channels, stride); K groups are
 taken at even spacing over the sorted groups (seeded offset) and, inside
 each, kernel and expansion are cycled so that the shots cover every kernel
-and expansion. ``python -m latbench.emulation.sweep`` scores a fit over
-many shot seeds.
+and expansion. ``latbench emulation sweep`` scores a fit over many shot
+seeds.
 
 :func:`calibrate` returns the fitted :class:`Calibration` with its metrics on
 the unseen reference ops (Spearman, MAPE, share within 10 %) and on the LUT
@@ -472,6 +472,30 @@ def emulator_doubt(op: OpSpec, emu: EmulatorTimes) -> float:
 
 
 # ------------------------------------------------------------------------ the calibration
+def emulator_backend(table: LatencyTable) -> Any:
+    """The backend that made ``table``, rebuilt from its recorded settings; ``None`` when this is not that device.
+
+    The backend times op parts an emulator table lacks (models that read them). A table that was not measured
+    on a backend at all (a published or calibrated table) is refused in one line.
+    """
+    from latbench.backends import get_backend
+
+    dev = table.device or {}
+    name = dev.get("backend") or table.fingerprint.get("backend")
+    if not name or name in ("published", "calibrated", "emulated"):
+        raise LatbenchError(
+            f"table {table.path or table.name} was not measured on an emulator backend (it is {name!r})"
+        )
+    try:
+        backend = get_backend(name, **{k: v for k, v in (dev.get("settings") or {}).items() if v is not None})
+    except LatbenchError:
+        return None
+    if backend.fingerprint().id != table.fingerprint_id:
+        backend.close()
+        return None
+    return backend
+
+
 def load_reference(path: str | Path, fmt: str | None = None) -> LatencyTable:
     """A reference table: a published YAML LUT (format guessed from its keys) or a latbench table."""
     p = Path(path)

@@ -6,12 +6,11 @@ device and the means. The baseline is a plain ridge regression (alpha 1) of the
 device's log-latency on the other devices' standardised log-latencies, fitted
 on the same K shots.
 
-    python -m latbench.predict.transfer_eval --k 10 --seeds 20
+    latbench transfer eval -k 10 --seeds 20 [--select pcs] [--extra DATASET]
 """
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,11 +23,8 @@ from latbench.predict.transfer import (
     choose_blend,
     choose_config,
     dead_column,
-    load_references,
     select_shots,
 )
-
-DEFAULT_REFERENCES = "nb201/published-13"
 
 
 def scores(pred_ms: np.ndarray, true_ms: np.ndarray) -> tuple[float, float, float]:
@@ -155,21 +151,3 @@ def format_table(results: list[DeviceResult], k: int, seeds: int, select: str) -
     lines.append(f"{'mean':<16}{'':>10} | {t[0]:8.3f} {t[1]:7.1%} {t[2]:7.1%} | {b[0]:8.3f} {b[1]:7.1%} {b[2]:7.1%}")
     lines.append(f"{'median MAPE':<16}{'':>10} | {'':>8} {'':>7} {med_t:7.1%} | {'':>8} {'':>7} {med_b:7.1%}")
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--references", default=DEFAULT_REFERENCES, help="dataset file with one column per device")
-    ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--seeds", type=int, default=20)
-    ap.add_argument("--devices", nargs="*", default=None)
-    ap.add_argument("--select", choices=("random", "pcs"), default="random")
-    args = ap.parse_args(argv)
-    full = load_references([args.references])
-    results = lodo(full, args.k, args.seeds, args.devices, args.select)
-    print(format_table(results, args.k, args.seeds, args.select))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
