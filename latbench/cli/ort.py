@@ -189,6 +189,14 @@ def _check_model(model: str | None, stat: str = "p25") -> str:
     return model
 
 
+def _seed_line(seed: int, ops_label: str, ops: float, naive: float, sums_label: str, sums: float | None) -> None:
+    """One seed of a sweep: ops within 10 % beside one scale factor's, then the network sums within 10 %."""
+    out.print(
+        f"seed {seed:3d}  {ops_label} within 10% {100 * ops:5.1f}%  (one scale {100 * naive:5.1f}%)  "
+        f"{sums_label} within 10% " + (f"{100 * sums:5.1f}%" if sums is not None else "  n/a")
+    )
+
+
 def _seed_summary(result: dict[str, Any], rows: list[tuple[str, str]]) -> None:
     """Median, worst and mean over the seeds of each within-10 % share in ``rows`` (result key, label)."""
     for key, label in rows:
@@ -250,12 +258,10 @@ def emulation_sweep(
     def human() -> None:
         out.print(f"{result['table']} -> {result['reference']}: {shots} shots, model {result['model']}, stat {stat}")
         for r in result["per_seed"]:
-            arch = r["arch_sums_within_10"]
-            out.print(
-                f"seed {r['seed']:3d}  unseen ops within 10% {100 * r['unseen_ops_within_10']:5.1f}%  "
-                f"(one scale {100 * r['unseen_ops_naive_within_10']:5.1f}%)  arch sums within 10% "
-                + (f"{100 * arch:5.1f}%" if arch is not None else "  n/a")
-            )
+            _seed_line(
+                r["seed"], "unseen ops", r["unseen_ops_within_10"], r["unseen_ops_naive_within_10"], "arch sums",
+                r["arch_sums_within_10"],
+            )  # fmt: skip
         _seed_summary(result, [("unseen_ops_within_10", "unseen ops"), ("arch_sums_within_10", "arch sums")])
 
     emit(as_json, result, human)
@@ -309,12 +315,10 @@ def emulation_extrapolate(
             f"from {result['new_table']}"
         )
         for r in result["per_seed"]:
-            a = r.get("archs", {}).get("within_10")
-            out.print(
-                f"seed {r['seed']:3d}  ops within 10% {100 * r['ops']['within_10']:5.1f}% "
-                f"(one scale {100 * r['ops_naive_scale']['within_10']:5.1f}%)  networks within 10% "
-                + (f"{100 * a:5.1f}%" if a is not None else "n/a")
-            )
+            _seed_line(
+                r["seed"], "ops", r["ops"]["within_10"], r["ops_naive_scale"]["within_10"], "networks",
+                r.get("archs", {}).get("within_10"),
+            )  # fmt: skip
         _seed_summary(result, [("ops_within_10", "ops"), ("archs_within_10", "networks")])
 
     emit(as_json, result, human)

@@ -125,11 +125,10 @@ def _summary(
 ) -> dict[str, Any]:
     """The result: per seed, and the median / worst / mean over seeds of each within-10 % share."""
 
-    def stats(key: str) -> dict[str, float] | None:
-        vals = [r[key]["within_10"] for r in per_seed if key in r]
-        if not vals:
-            return None
-        return {"median": float(np.median(vals)), "worst": float(min(vals)), "mean": float(np.mean(vals))}
+    from latbench.emulation.sweep import seed_stats
+
+    def stats(key: str) -> dict[str, float | None]:
+        return seed_stats([r[key]["within_10"] for r in per_seed if key in r])
 
     return {
         "table": str(table.path),

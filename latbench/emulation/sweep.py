@@ -47,6 +47,13 @@ def parse_seeds(text: str) -> list[int]:
     return out
 
 
+def seed_stats(values: list[float]) -> dict[str, float | None]:
+    """Median, worst (lowest) and mean of per-seed shares; all ``None`` when there is none."""
+    if not values:
+        return {"median": None, "worst": None, "mean": None}
+    return {"median": float(np.median(values)), "worst": float(min(values)), "mean": float(np.mean(values))}
+
+
 def sweep(
     table: Any,
     reference: Any,
@@ -74,10 +81,7 @@ def sweep(
             update(len(per_seed))
 
     def stats(key: str) -> dict[str, float | None]:
-        vals = [r[key] for r in per_seed if r[key] is not None]
-        if not vals:
-            return {"median": None, "worst": None, "mean": None}
-        return {"median": float(np.median(vals)), "worst": float(min(vals)), "mean": float(np.mean(vals))}
+        return seed_stats([r[key] for r in per_seed if r[key] is not None])
 
     return {
         "table": str(table.path or table.name),
