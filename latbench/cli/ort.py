@@ -100,7 +100,7 @@ def calibrate_cmd(
     new_file(write_table, force, "--write-table")
     if emu_table.path is None:
         raise TableError(f"table {table} has no file")
-    parts_path = parts or emu_table.path.with_name(emu_table.path.stem + ".parts.json")
+    parts_path = _parts_path(emu_table, parts)
     backend = emulator_backend(emu_table)
     with progress_bar("op parts", enabled=not as_json) as update:
         cal, emu = calibrate(
@@ -168,6 +168,11 @@ _SeedsOpt = Annotated[str, typer.Option(help="Shot seeds: a range 0-19 or a list
 _ModelOpt = Annotated[str | None, typer.Option(help="Transfer model: time-roofline (default), auto, or a name.")]
 _NArchsOpt = Annotated[int, typer.Option(min=0, help="Random archs of the reference space whose sums are scored.")]
 _PartsOpt = Annotated[Path | None, typer.Option(help="Table of op parts (default: <table>.parts.json).")]
+
+
+def _parts_path(table: Any, parts: Path | None) -> Path:
+    """``--parts``, else the op-parts table beside the emulator table (``<table>.parts.json``)."""
+    return parts or table.path.with_name(table.path.stem + ".parts.json")
 
 
 def _share(value: float) -> float:
@@ -246,7 +251,7 @@ def emulation_sweep(
             model=model,
             stat=stat,
             n_archs=n_archs,
-            parts_path=parts or emu_table.path.with_name(emu_table.path.stem + ".parts.json"),
+            parts_path=_parts_path(emu_table, parts),
             backend=backend,
             shot_keep=shot_keep,
             show_progress=not as_json,
@@ -294,7 +299,7 @@ def emulation_extrapolate(
     emu_table = LatencyTable.load(table)
     new = LatencyTable.load(new_table)
     ref, true = load_reference(reference), load_reference(truth)
-    parts_path = parts or (emu_table.path.with_name(emu_table.path.stem + ".parts.json") if emu_table.path else None)
+    parts_path = _parts_path(emu_table, parts) if emu_table.path else parts
     result = extrapolate(
         emu_table,
         ref,

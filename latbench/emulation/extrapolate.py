@@ -56,15 +56,14 @@ def extrapolate(
             f"{new_table.path} and {truth.path} share only {len(new_ops)} op(s); build both for one space"
         )
     new_emu = EmulatorTimes(new_table, None)
+    new_feats = {o.key: new_emu.features(o, parts=False) for o in new_ops}  # the same for every seed
     truth_ms = {o.key: truth.latency(o) for o in new_ops}
     archs = reference_archs(truth, set(truth_ms), n_archs, 0)
     arch_keys = [[o.key for o in space_of(a).ops_of(a)] for a in archs]
     per_seed: list[dict[str, Any]] = []
     with track("calibration seeds", len(seeds), show_progress) as update:
         for seed in seeds:
-            per_seed.append(
-                _one_seed(table, reference, shots, seed, model, parts_path, new_ops, new_emu, truth_ms, arch_keys)
-            )
+            per_seed.append(_one_seed(table, reference, shots, seed, model, parts_path, new_feats, truth_ms, arch_keys))
             update(len(per_seed))
     return _summary(table, reference, new_table, truth, model, shots, new_ops, archs, per_seed)
 
@@ -76,8 +75,7 @@ def _one_seed(
     seed: int,
     model: str,
     parts_path: Path | None,
-    new_ops: list[Any],
-    new_emu: Any,
+    feats: dict[str, dict[str, float]],
     truth_ms: dict[str, float],
     arch_keys: list[list[str]],
 ) -> dict[str, Any]:
@@ -88,7 +86,6 @@ def _one_seed(
     cal, emu = calibrate(table, reference, shots, parts_path=parts_path, seed=seed, model=model, n_archs=0)
     if cal.needs_parts:
         raise LatbenchError(f"model {cal.model} reads part timings; use one that does not (e.g. {DEFAULT_MODEL})")
-    feats = {o.key: new_emu.features(o, parts=False) for o in new_ops}
     pred = dict(zip(truth_ms, cal.predict_features([feats[k] for k in truth_ms]), strict=True))
     # the naive baseline: one scale factor on the same shots
     shot_feats = {k: emu.features(OpSpec.from_dict(reference.rows[k]["spec"]), parts=False) for k in cal.shots}
